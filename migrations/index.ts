@@ -1,0 +1,12 @@
+import type { Migration } from 'kysely';
+import { ledgerMigration } from './0001-ledger.js';
+
+/**
+ * The ledger schema's migrations, in order. Names are numbered so that
+ * kysely's alphabetical ordering is the intended one.
+ */
+export function ledgerMigrations(schema: string): Record<string, Migration> {
+  return {
+    '0001-ledger': ledgerMigration(schema),
+  };
+}

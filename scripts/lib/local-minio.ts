@@ -1,0 +1,455 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { guardChild, type ChildGuard } from './child-reaper.js';
+import { freePort } from './free-port.js';
+
+/** Where the S3 server in use came from. */
+export type S3Kind = 'configured' | 'minio';
+
+/** An S3-compatible server to run against, with the credentials to use it. */
+export interface LocalS3 {
+  endpoint: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  region: string;
+  kind: S3Kind;
+  /** Temp dir holding MinIO's storage (`data/`) and its log (`minio.log`). */
+  dataDir?: string;
+  /** The running MinIO process; a new one after `restart()`. */
+  process?: ChildProcess;
+  /** Stops the server if we started it and deletes its data; a no-op otherwise. */
+  stop(): Promise<void>;
+  /** Freezes MinIO (SIGSTOP): requests hang instead of failing, like a stalled network. */
+  pause?(): void;
+  /** Undoes {@link LocalS3.pause}. */
+  resume?(): void;
+  /** Stops and starts MinIO on the same port and data dir; objects survive. */
+  restart?(): Promise<void>;
+}
+
+/** Options for {@link startS3} and {@link ensureMinioBinary}. */
+export interface StartS3Options {
+  /** Environment to read `S3_ENDPOINT`, `AWS_*`, `MINIO_BIN`, `PATH`, `XDG_CACHE_HOME`, `HOME` from. */
+  env?: NodeJS.ProcessEnv;
+  /** Receives one human-readable line per decision or failure. */
+  log?: (line: string) => void;
+}
+
+/**
+ * The MinIO release we build when none is installed. The Go proxy answers 403
+ * to the raw commit form (`@7aac2a2c5b7c…`), so this is its pseudo-version.
+ */
+export const MINIO_MODULE = 'github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c';
+
+const HEALTH_TIMEOUT_MS = 30_000;
+const STOP_GRACE_MS = 5_000;
+const LOCK_STALE_MS = 30 * 60_000;
+const LOCK_POLL_MS = 1_000;
+const DEFAULT_REGION = 'us-east-1';
+
+/**
+ * Finds or starts an S3 server: `S3_ENDPOINT` with `AWS_ACCESS_KEY_ID` /
+ * `AWS_SECRET_ACCESS_KEY` if set (kind `configured`), otherwise a private
+ * MinIO on a free loopback port with a fresh temp data dir and random root
+ * credentials (kind `minio`), built first if necessary (see
+ * {@link ensureMinioBinary}).
+ */
+export async function startS3(opts: StartS3Options = {}): Promise<LocalS3> {
+  const env = opts.env ?? process.env;
+  const log = opts.log ?? (() => undefined);
+  if (env.S3_ENDPOINT) {
+    log(`s3: using S3_ENDPOINT ${env.S3_ENDPOINT}`);
+    return configuredS3(env);
+  }
+  const binary = await ensureMinioBinary(opts);
+  return startMinio(binary, log);
+}
+
+function configuredS3(env: NodeJS.ProcessEnv): LocalS3 {
+  const { S3_ENDPOINT: endpoint, AWS_ACCESS_KEY_ID: accessKeyId, AWS_SECRET_ACCESS_KEY: secretAccessKey } = env;
+  if (!endpoint || !accessKeyId || !secretAccessKey) {
+    throw new Error('S3_ENDPOINT is set, so AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set too');
+  }
+  return {
+    endpoint,
+    accessKeyId,
+    secretAccessKey,
+    region: env.AWS_REGION || env.AWS_DEFAULT_REGION || DEFAULT_REGION,
+    kind: 'configured',
+    stop: async () => undefined,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Finding or building the binary
+
+/** The directory the MinIO binary is built into: `${XDG_CACHE_HOME:-~/.cache}/bucket-migrate/bin`. */
+export function minioCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  const cacheHome = env.XDG_CACHE_HOME || path.join(env.HOME || os.homedir(), '.cache');
+  return path.join(cacheHome, 'bucket-migrate', 'bin');
+}
+
+/**
+ * Returns the path of a MinIO binary: `MINIO_BIN`, else `minio` on `PATH`,
+ * else the cache dir's, else one built there with `go install` (under a lock,
+ * so parallel test files build it once). Throws a one-line error naming
+ * `S3_ENDPOINT` and `MINIO_BIN` when there is no binary and none can be built.
+ */
+export async function ensureMinioBinary(opts: StartS3Options = {}): Promise<string> {
+  const env = opts.env ?? process.env;
+  const log = opts.log ?? (() => undefined);
+  const found = await findMinioBinary(env);
+  if (found) return found;
+  const cacheDir = minioCacheDir(env);
+  await fsp.mkdir(cacheDir, { recursive: true });
+  return withBuildLock(cacheDir, log, async () => {
+    // Whoever held the lock before us may have just built it.
+    const cached = path.join(cacheDir, 'minio');
+    if (await isExecutable(cached)) return cached;
+    return buildMinio(cacheDir, env, log);
+  });
+}
+
+async function findMinioBinary(env: NodeJS.ProcessEnv): Promise<string | undefined> {
+  if (env.MINIO_BIN) {
+    // An explicit choice that is wrong should fail loudly, not be replaced.
+    if (await isExecutable(env.MINIO_BIN)) return env.MINIO_BIN;
+    throw new Error(`MINIO_BIN=${env.MINIO_BIN} is not an executable file`);
+  }
+  const onPath = await findOnPath('minio', env.PATH);
+  if (onPath) return onPath;
+  const cached = path.join(minioCacheDir(env), 'minio');
+  return (await isExecutable(cached)) ? cached : undefined;
+}
+
+async function findOnPath(name: string, searchPath: string | undefined): Promise<string | undefined> {
+  for (const dir of (searchPath ?? '').split(path.delimiter)) {
+    if (dir === '') continue;
+    const candidate = path.join(dir, name);
+    if (await isExecutable(candidate)) return candidate;
+  }
+  return undefined;
+}
+
+async function isExecutable(file: string): Promise<boolean> {
+  try {
+    const stat = await fsp.stat(file);
+    if (!stat.isFile()) return false;
+    await fsp.access(file, fs.constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function noMinioMessage(reason: string): string {
+  return (
+    `no MinIO binary and ${reason}; set S3_ENDPOINT (with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) ` +
+    `to use an existing S3-compatible server, or MINIO_BIN to a minio server binary`
+  );
+}
+
+/**
+ * Builds into a private GOBIN and renames into place, so a reader never sees
+ * a half-written binary and two builders (after a stolen stale lock) cannot
+ * corrupt each other's output.
+ */
+async function buildMinio(cacheDir: string, env: NodeJS.ProcessEnv, log: (line: string) => void): Promise<string> {
+  const go = await findOnPath('go', env.PATH);
+  if (!go) throw new Error(noMinioMessage(`Go is not installed to build one (${MINIO_MODULE})`));
+  const stagingDir = await fsp.mkdtemp(path.join(cacheDir, '.build-'));
+  const buildLog = path.join(cacheDir, 'minio-build.log');
+  log(`s3: building MinIO with go install ${MINIO_MODULE} (a few minutes the first time; log: ${buildLog})`);
+  const startedAt = Date.now();
+  try {
+    const code = await runToFile(go, ['install', MINIO_MODULE], buildLog, {
+      cwd: stagingDir,
+      env: { ...env, GOBIN: stagingDir, CGO_ENABLED: '0' },
+    });
+    if (code !== 0) throw new Error(noMinioMessage(`building one with go install failed (exit ${code}, see ${buildLog})`));
+    const target = path.join(cacheDir, 'minio');
+    await fsp.rename(path.join(stagingDir, 'minio'), target);
+    log(`s3: built ${target} in ${Math.round((Date.now() - startedAt) / 1000)} s`);
+    return target;
+  } finally {
+    await fsp.rm(stagingDir, { recursive: true, force: true });
+  }
+}
+
+function runToFile(
+  command: string,
+  args: string[],
+  logFile: string,
+  options: { cwd: string; env: NodeJS.ProcessEnv },
+): Promise<number | null> {
+  const fd = fs.openSync(logFile, 'w');
+  try {
+    const child = spawn(command, args, { ...options, stdio: ['ignore', fd, fd] });
+    const guard = guardChild(child);
+    return new Promise((resolve, reject) => {
+      child.once('error', (error) => (guard.release(), reject(error)));
+      child.once('exit', (code) => (guard.release(), resolve(code)));
+    });
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+interface LockOwner {
+  pid: number;
+  host: string;
+  startedAt: number;
+}
+
+/**
+ * A directory lock: `mkdir` is atomic on every filesystem we care about, and
+ * unlike lock files it needs no cleanup of half-written content. A lock whose
+ * owner process is dead (same host) or that is older than any build could
+ * take is stale and removed.
+ */
+async function withBuildLock<T>(cacheDir: string, log: (line: string) => void, fn: () => Promise<T>): Promise<T> {
+  const lockDir = path.join(cacheDir, '.minio-build.lock');
+  const deadline = Date.now() + LOCK_STALE_MS;
+  let announced = false;
+  for (;;) {
+    if (await tryAcquire(lockDir)) break;
+    if (await isStale(lockDir)) {
+      log(`s3: removing stale MinIO build lock ${lockDir}`);
+      await fsp.rm(lockDir, { recursive: true, force: true });
+      continue;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for the MinIO build lock ${lockDir}`);
+    if (!announced) log(`s3: waiting for another process to finish building MinIO (lock ${lockDir})`);
+    announced = true;
+    await sleep(LOCK_POLL_MS);
+  }
+  try {
+    return await fn();
+  } finally {
+    await fsp.rm(lockDir, { recursive: true, force: true });
+  }
+}
+
+async function tryAcquire(lockDir: string): Promise<boolean> {
+  try {
+    await fsp.mkdir(lockDir);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw error;
+  }
+  const owner: LockOwner = { pid: process.pid, host: os.hostname(), startedAt: Date.now() };
+  await fsp.writeFile(path.join(lockDir, 'owner.json'), JSON.stringify(owner));
+  return true;
+}
+
+async function isStale(lockDir: string): Promise<boolean> {
+  let owner: LockOwner;
+  try {
+    owner = JSON.parse(await fsp.readFile(path.join(lockDir, 'owner.json'), 'utf8')) as LockOwner;
+  } catch {
+    // The owner may be between mkdir and writing owner.json; only a lock
+    // that stays ownerless for a while is abandoned.
+    const stat = await fsp.stat(lockDir).catch(() => undefined);
+    return stat !== undefined && Date.now() - stat.mtimeMs > 60_000;
+  }
+  if (Date.now() - owner.startedAt > LOCK_STALE_MS) return true;
+  return owner.host === os.hostname() && !isProcessAlive(owner.pid);
+}
+
+function isProcessAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it exists but belongs to someone else.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Running MinIO
+
+interface MinioLayout {
+  binary: string;
+  dataDir: string;
+  storageDir: string;
+  logFile: string;
+  port: number;
+  consolePort: number;
+  accessKeyId: string;
+  secretAccessKey: string;
+}
+
+async function startMinio(binary: string, log: (line: string) => void): Promise<LocalS3> {
+  const dataDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bm-minio-'));
+  const layout: MinioLayout = {
+    binary,
+    dataDir,
+    storageDir: path.join(dataDir, 'data'),
+    logFile: path.join(dataDir, 'minio.log'),
+    port: await freePort(),
+    consolePort: await freePort(),
+    accessKeyId: `bm${crypto.randomBytes(6).toString('hex')}`,
+    secretAccessKey: crypto.randomBytes(20).toString('hex'),
+  };
+  const startedAt = Date.now();
+  let running: RunningMinio;
+  try {
+    running = await launchMinio(layout);
+  } catch (error) {
+    await fsp.rm(dataDir, { recursive: true, force: true });
+    throw error;
+  }
+  log(`s3: MinIO on 127.0.0.1:${layout.port} ready in ${Date.now() - startedAt} ms (${dataDir})`);
+  return minioHandle(layout, running);
+}
+
+interface RunningMinio {
+  child: ChildProcess;
+  guard: ChildGuard;
+  exited: Promise<void>;
+}
+
+function minioHandle(layout: MinioLayout, first: RunningMinio): LocalS3 {
+  let current: RunningMinio | undefined = first;
+  let stopping: Promise<void> | undefined;
+  return {
+    endpoint: `http://127.0.0.1:${layout.port}`,
+    accessKeyId: layout.accessKeyId,
+    secretAccessKey: layout.secretAccessKey,
+    region: DEFAULT_REGION,
+    kind: 'minio',
+    dataDir: layout.dataDir,
+    get process() {
+      return current?.child;
+    },
+    pause() {
+      current?.child.kill('SIGSTOP');
+    },
+    resume() {
+      current?.child.kill('SIGCONT');
+    },
+    async restart() {
+      if (stopping) throw new Error('MinIO was stopped; it cannot be restarted');
+      if (current) await terminate(current);
+      current = undefined;
+      current = await launchMinio(layout);
+    },
+    stop() {
+      stopping ??= (async () => {
+        if (current) await terminate(current);
+        current = undefined;
+        await fsp.rm(layout.dataDir, { recursive: true, force: true, maxRetries: 3 });
+      })();
+      return stopping;
+    },
+  };
+}
+
+async function launchMinio(layout: MinioLayout): Promise<RunningMinio> {
+  await fsp.mkdir(layout.storageDir, { recursive: true });
+  const fd = fs.openSync(layout.logFile, 'a');
+  let child: ChildProcess;
+  try {
+    child = spawn(
+      layout.binary,
+      [
+        'server', layout.storageDir,
+        '--address', `127.0.0.1:${layout.port}`,
+        '--console-address', `127.0.0.1:${layout.consolePort}`,
+      ],
+      { env: minioEnv(layout), stdio: ['ignore', fd, fd] },
+    );
+  } finally {
+    fs.closeSync(fd);
+  }
+  // The SIGKILL'd child dies at once, so the exit hook may also delete the dir.
+  const guard = guardChild(child, { dir: layout.dataDir, signal: 'SIGKILL' });
+  const exited = new Promise<void>((resolve) => {
+    child.once('exit', () => resolve());
+    // A child that never spawned emits 'error' and may never emit 'exit'.
+    child.once('error', () => child.pid === undefined && resolve());
+  });
+  const running: RunningMinio = { child, guard, exited };
+  try {
+    await waitHealthy(layout, child);
+  } catch (error) {
+    await terminate(running);
+    throw error;
+  }
+  return running;
+}
+
+/** Only what MinIO needs: inherited MINIO_* variables would change its behaviour. */
+function minioEnv(layout: MinioLayout): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {
+    MINIO_ROOT_USER: layout.accessKeyId,
+    MINIO_ROOT_PASSWORD: layout.secretAccessKey,
+    MINIO_BROWSER: 'off',
+  };
+  for (const name of ['PATH', 'HOME', 'TMPDIR', 'LANG', 'TZ']) {
+    const value = process.env[name];
+    if (value !== undefined) env[name] = value;
+  }
+  return env;
+}
+
+async function waitHealthy(layout: MinioLayout, child: ChildProcess): Promise<void> {
+  const deadline = Date.now() + HEALTH_TIMEOUT_MS;
+  let exit: string | undefined;
+  child.once('exit', (code, signal) => (exit = `exited with ${signal ?? `code ${code}`}`));
+  child.once('error', (error) => (exit = `failed to spawn: ${error.message}`));
+  while (Date.now() < deadline) {
+    if (exit !== undefined) break;
+    if (await isLive(layout.port)) return;
+    await sleep(100);
+  }
+  const why = exit ?? `not healthy after ${HEALTH_TIMEOUT_MS / 1000} s`;
+  throw new Error(`MinIO (${layout.binary}) ${why}\n--- ${layout.logFile} ---\n${await logTail(layout.logFile)}`);
+}
+
+function isLive(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    // agent: false so no keep-alive socket outlives the probe.
+    const request = http.get(
+      { host: '127.0.0.1', port, path: '/minio/health/live', agent: false, timeout: 1_000 },
+      (response) => {
+        response.resume();
+        resolve(response.statusCode === 200);
+      },
+    );
+    request.once('timeout', () => request.destroy());
+    request.once('error', () => resolve(false));
+  });
+}
+
+async function logTail(file: string, bytes = 4_096): Promise<string> {
+  try {
+    const content = await fsp.readFile(file, 'utf8');
+    return content.slice(-bytes);
+  } catch {
+    return '(no log)';
+  }
+}
+
+/** SIGTERM, then SIGKILL after a grace period; a paused child gets SIGCONT so it can see the SIGTERM. */
+async function terminate(running: RunningMinio): Promise<void> {
+  const { child, guard, exited } = running;
+  if (child.exitCode === null && child.signalCode === null) {
+    child.kill('SIGCONT');
+    child.kill('SIGTERM');
+    const killer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
+    await exited;
+    clearTimeout(killer);
+  }
+  guard.release();
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,71 @@
+#!/usr/bin/env node
+/**
+ * bucket-migrate: move objects from one S3 location to another and rewrite
+ * the Postgres rows that point at them.
+ */
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError } from 'commander';
+import dotenv from 'dotenv';
+import { executeCommand } from './commands/execute-command.js';
+import { migrateCommand } from './commands/migrate-command.js';
+import { notImplementedCommand } from './commands/not-implemented.js';
+import { planCommand } from './commands/plan-command.js';
+import { seedCommand } from './commands/seed-command.js';
+import { FatalError, UsageError, oneLine } from './errors.js';
+import { out } from './util/output.js';
+
+// Values already in the environment win over .env, and flags win over both.
+dotenv.config({ quiet: true });
+
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
+function program(): Command {
+  const root = new Command('bucket-migrate')
+    .description('Move objects between S3 locations and rewrite the Postgres rows that point at them.')
+    .version(pkg.version, '-V, --version')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    .configureOutput({ writeErr: (text) => process.stderr.write(text) });
+  for (const command of [
+    planCommand(),
+    executeCommand(),
+    notImplementedCommand('report', 'show where the migration stands, from the ledger'),
+    notImplementedCommand('validate', 'prove the end state against the table and the buckets'),
+    seedCommand(),
+    migrateCommand(),
+  ]) {
+    command.exitOverride().configureOutput({ writeErr: (text) => process.stderr.write(text) });
+    root.addCommand(command);
+  }
+  root.addHelpText(
+    'after',
+    '\nConfiguration comes from the environment, a .env file in the working directory, and flags (flags win).\n' +
+      'Typical run:\n  bucket-migrate plan --list\n  bucket-migrate execute --threads 4\n  bucket-migrate report\n  bucket-migrate validate',
+  );
+  return root;
+}
+
+async function main(argv: string[]): Promise<number> {
+  try {
+    await program().parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // --help and --version end here with code 0; bad usage with 1, which we make 2.
+      return err.exitCode === 0 ? 0 : 2;
+    }
+    if (err instanceof UsageError) {
+      out.error(err.message);
+      return 2;
+    }
+    if (err instanceof FatalError) {
+      out.error(err.message);
+      return err.exitCode;
+    }
+    out.error(`unexpected error: ${oneLine(err)}`);
+    if (process.env.BUCKET_MIGRATE_DEBUG && err instanceof Error) out.info(err.stack ?? '');
+    return 1;
+  }
+}
+
+process.exitCode = await main(process.argv);

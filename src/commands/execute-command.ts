@@ -1,0 +1,67 @@
+import { randomUUID } from 'node:crypto';
+import os from 'node:os';
+import { Command, Option } from 'commander';
+import { requireDatabaseUrl } from '../config/config.js';
+import { execute } from '../execute/execute.js';
+import type { DestCheck } from '../execute/execute-config.js';
+import { CORES, configFrom, intOption, sizeOption, withConfigOptions } from './options.js';
+
+export function executeCommand(): Command {
+  return withConfigOptions(
+    new Command('execute')
+      .summary('move the planned keys: copy, commit the rows, delete the sources')
+      .description(
+        'Drain the ledger with --threads worker threads. Each key goes copy → row update (compare-and-set, by primary key)\n' +
+          '→ source delete, so every row always names an existing object. Safe to kill at any moment and to run again;\n' +
+          'several processes, on one machine or many, may share one ledger.',
+      )
+      .option('--threads <n>', 'worker threads', intOption('--threads', 1, 256), CORES)
+      .option('--concurrency <n>', 'S3 requests in flight per thread', intOption('--concurrency', 1, 1024), 64)
+      .option('--batch-size <n>', 'ledger rows per claim', intOption('--batch-size', 1, 10_000), 500)
+      .option('--pipeline <n>', 'batches each thread keeps in progress', intOption('--pipeline', 1, 16), 2)
+      .option('--lease-seconds <n>', 'a claim not renewed for this long is taken over', intOption('--lease-seconds', 2, 86_400), 120)
+      .option('--max-attempts <n>', 'failures of one key before it is failed', intOption('--max-attempts', 1, 1000), 5)
+      .option('--backoff-seconds <n>', 'first wait before a failed key is retried (doubles each time)', intOption('--backoff-seconds', 0, 3600), 2)
+      .option('--multipart-threshold <size>', 'copy larger objects in parts', sizeOption('--multipart-threshold'), 5 * 1024 ** 3)
+      .option('--part-size <size>', 'part size of multipart copies', sizeOption('--part-size'), 256 * 1024 ** 2)
+      .option('--max-rps <n>', 'S3 requests per second for this process (0: no cap)', intOption('--max-rps', 0, 1_000_000), 0)
+      .option('--limit <n>', 'process at most this many keys, then stop (a canary; 0: all)', intOption('--limit', 0, 2_000_000_000), 0)
+      .addOption(new Option('--dest-check <mode>', 'how an existing destination is detected: HEAD it, or trust If-None-Match on the copy').choices(['head', 'conditional']).default('head'))
+      .option('--overwrite', 'replace a different object at the destination instead of recording a conflict', false)
+      .option('--retry-failed', 're-queue failed keys before starting', false)
+      .option('--progress-interval <s>', 'seconds between progress lines when not on a terminal', intOption('--progress-interval', 1, 3600), 10)
+      .option('--quiet', 'no progress output', false)
+      .addHelpText(
+        'after',
+        '\nExit codes: 0 all keys settled (done, missing or superseded); 1 a key failed or is in conflict; 2 usage or\nconfiguration error; 130/143 interrupted (run again to resume).\n\nExamples:\n  bucket-migrate execute --threads 4\n  bucket-migrate execute --limit 1000 --threads 1   # a canary',
+      ),
+  ).action(async (options, command: Command) => {
+    const migrate = configFrom(options);
+    requireDatabaseUrl(migrate);
+    const code = await execute(
+      {
+        migrate,
+        threads: options.threads,
+        concurrency: options.concurrency,
+        batchSize: options.batchSize,
+        pipeline: options.pipeline,
+        leaseSeconds: options.leaseSeconds,
+        maxAttempts: options.maxAttempts,
+        backoffSeconds: options.backoffSeconds,
+        multipartThreshold: options.multipartThreshold,
+        partSize: options.partSize,
+        maxRps: options.maxRps,
+        limit: options.limit,
+        destCheck: options.destCheck as DestCheck,
+        overwrite: options.overwrite,
+        processId: `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`,
+      },
+      {
+        retryFailed: options.retryFailed,
+        progress: { quiet: options.quiet, intervalSeconds: options.progressInterval, tty: process.stderr.isTTY === true },
+      },
+    );
+    command.setOptionValue('exitCode', code);
+    process.exitCode = code;
+  });
+}

@@ -1,0 +1,20 @@
+import { Command, Option } from 'commander';
+import { plan } from '../plan/plan.js';
+import { configFrom, withConfigOptions } from './options.js';
+
+export function planCommand(): Command {
+  return withConfigOptions(
+    new Command('plan')
+      .summary('snapshot the table into the ledger, one row per legacy key')
+      .description(
+        'Snapshot every table row whose path starts with SOURCE_PREFIX into the ledger (one row per key, with the ids\n' +
+          'that reference it), creating the ledger schema if needed. Idempotent: re-running adds only what is new.',
+      )
+      .option('--list', 'also list the source prefix: record size/ETag per key, mark absent keys missing, add orphan objects', false)
+      .addOption(new Option('--orphans <mode>', 'with --list: objects no row references are moved too, or skipped').choices(['move', 'skip']).default('move'))
+      .option('--json', 'print the result as one JSON document', false)
+      .addHelpText('after', '\nExamples:\n  bucket-migrate plan\n  bucket-migrate plan --list --orphans skip'),
+  ).action(async (options) => {
+    await plan(configFrom(options), { list: options.list, orphans: options.orphans, json: options.json });
+  });
+}

@@ -1,0 +1,43 @@
+import type { MigrateConfig } from '../config/config.js';
+
+/** How a destination that may already exist is detected before a copy. */
+export type DestCheck =
+  /** HEAD the destination first: works everywhere (MinIO ignores If-None-Match on copies). */
+  | 'head'
+  /** Trust `If-None-Match: *` on CopyObject (AWS since October 2025): one request fewer per key. */
+  | 'conditional';
+
+/** Settings of `execute`, shared by the main thread and every worker. */
+export interface ExecuteConfig {
+  migrate: MigrateConfig;
+  /** Worker threads. */
+  threads: number;
+  /** S3 requests in flight per worker thread, at most. */
+  concurrency: number;
+  /** Ledger rows per claim. */
+  batchSize: number;
+  /** Batches each worker keeps in progress, so S3 stays busy while a batch is in the database. */
+  pipeline: number;
+  /** How long a claim is valid without renewal. */
+  leaseSeconds: number;
+  /** Failures of one key before it is `failed`. */
+  maxAttempts: number;
+  /** Objects larger than this are copied in parts. */
+  multipartThreshold: number;
+  /** Part size of multipart copies (raised as needed to stay within 10,000 parts). */
+  partSize: number;
+  /** Replace a different object at the destination instead of recording a conflict. */
+  overwrite: boolean;
+  destCheck: DestCheck;
+  /** Requests per second for the whole process (0: no cap), shared evenly by the threads. */
+  maxRps: number;
+  /** First backoff after a failed step, in seconds. */
+  backoffSeconds: number;
+  /** Stop after this many keys have been claimed (0: no limit). */
+  limit: number;
+  /** This process's id, prefix of every worker's lease owner id. */
+  processId: string;
+}
+
+/** 5 GiB: the largest single CopyObject. */
+export const MAX_SINGLE_COPY = 5 * 1024 ** 3;

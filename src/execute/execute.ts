@@ -1,0 +1,147 @@
+import os from 'node:os';
+import { Piscina } from 'piscina';
+import { describeConfig } from '../config/config.js';
+import { createDatabase, checkConnection } from '../db/database.js';
+import { migrateLedger } from '../db/migrate.js';
+import { inspectTable } from '../db/table-info.js';
+import { UsageError } from '../errors.js';
+import { bindLedgerConfig, ledgerExists } from '../ledger/ledger-config.js';
+import { countStates, finishRun, startRun } from '../ledger/runs.js';
+import { requeueFailed } from '../ledger/state-machine.js';
+import { createS3Client } from '../s3/client.js';
+import { checkLocation } from '../s3/preflight.js';
+import { formatDuration, formatRate, out } from '../util/output.js';
+import { createCounters, read, write } from './counters.js';
+import type { ExecuteConfig } from './execute-config.js';
+import { startProgress, type ProgressOptions } from './progress.js';
+import type { WorkerResult, WorkerTask } from './worker-loop.js';
+
+/** Options of one `execute` run beyond the shared configuration. */
+export interface ExecuteRunOptions {
+  retryFailed: boolean;
+  progress: ProgressOptions;
+}
+
+const WORKER = new URL('../../workers/migrate-worker.js', import.meta.url);
+
+/**
+ * Runs the migration: checks everything it can before touching anything,
+ * then lets `--threads` worker threads drain the ledger. Returns the exit
+ * code: 0 when every key is settled well, 1 when any is failed or in
+ * conflict (or a fatal error stopped the run), 130/143 when interrupted.
+ */
+export async function execute(config: ExecuteConfig, options: ExecuteRunOptions): Promise<number> {
+  const url = config.migrate.databaseUrl!;
+  const schema = config.migrate.ledgerSchema;
+  const db = createDatabase({ url, max: 2 });
+  try {
+    await checkConnection(db, url);
+    if (!(await ledgerExists(db, schema))) {
+      throw new UsageError(`there is no ledger in schema ${schema}: run bucket-migrate plan first`);
+    }
+    await migrateLedger(db, schema);
+    await bindLedgerConfig(db, config.migrate, 'use');
+    const table = await inspectTable(db, config.migrate.table, config.migrate.idColumn, config.migrate.pathColumn);
+    const s3 = createS3Client(config.migrate.s3, { maxSockets: 2 });
+    try {
+      await checkLocation(s3, config.migrate.source, 'SOURCE_BUCKET');
+      await checkLocation(s3, config.migrate.target, 'TARGET_BUCKET');
+    } finally {
+      s3.destroy();
+    }
+    if (options.retryFailed) out.info(`re-queued ${await requeueFailed({ db, schema })} failed keys`);
+
+    const runId = await startRun(db, schema, 'execute', { ...describeConfig(config.migrate), ...executeSettings(config) });
+    const counters = createCounters();
+    const pool = new Piscina<WorkerTask, WorkerResult>({
+      filename: WORKER.href,
+      minThreads: config.threads,
+      maxThreads: config.threads,
+      idleTimeout: Infinity,
+      concurrentTasksPerWorker: 1,
+    });
+
+    let signal: NodeJS.Signals | undefined;
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (signal) {
+        out.info('forced stop: leases of unfinished keys expire after --lease-seconds; run execute again to resume');
+        process.exit(sig === 'SIGINT' ? 130 : 143);
+      }
+      signal = sig;
+      write(counters, 'stop', 1);
+      out.info(`${sig}: finishing the batches in hand, then stopping (press Ctrl-C again to force)`);
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+
+    const started = Date.now();
+    const progress = await startProgress(db, schema, counters, options.progress);
+    let results: WorkerResult[];
+    try {
+      results = await Promise.all(
+        Array.from({ length: config.threads }, (_, workerIndex) => pool.run({ config, idCast: table.idCast, counters, workerIndex })),
+      );
+    } finally {
+      progress.stop();
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      await pool.destroy();
+    }
+
+    const seconds = (Date.now() - started) / 1000;
+    const states = await countStates(db, schema);
+    const fatal = results.find((r) => r.fatal)?.fatal;
+    const moved = read(counters, 'done');
+    const summary = {
+      seconds: Number(seconds.toFixed(2)),
+      keysDone: moved,
+      keysPerSecond: Number((moved / Math.max(seconds, 0.001)).toFixed(1)),
+      requests: read(counters, 'requests'),
+      retries: read(counters, 'retries'),
+      throttles: read(counters, 'throttles'),
+      states,
+    };
+    out.info(
+      `execute: ${moved} keys moved in ${formatDuration(seconds)} (${formatRate(summary.keysPerSecond)}/s); ` +
+        `${summary.requests} S3 requests, ${summary.retries} retried, ${summary.throttles} throttled`,
+    );
+    out.info(`ledger: ${Object.entries(states).map(([s, n]) => `${s} ${n}`).join(', ') || 'empty'}`);
+
+    let exitCode = 0;
+    let status: 'succeeded' | 'failed' | 'interrupted' = 'succeeded';
+    if (fatal) {
+      out.error(`stopped: ${fatal}`);
+      exitCode = 1;
+      status = 'failed';
+    } else if (signal) {
+      out.info('interrupted: run the same execute command again to resume where this one stopped');
+      exitCode = signal === 'SIGINT' ? 130 : 143;
+      status = 'interrupted';
+    } else if ((states.failed ?? 0) > 0 || (states.conflict ?? 0) > 0) {
+      out.info('some keys failed or are in conflict: see bucket-migrate report; execute --retry-failed re-queues failed keys');
+      exitCode = 1;
+      status = 'failed';
+    }
+    await finishRun(db, schema, runId, status, exitCode, summary);
+    return exitCode;
+  } finally {
+    await db.destroy();
+  }
+}
+
+function executeSettings(config: ExecuteConfig): Record<string, unknown> {
+  return {
+    threads: config.threads,
+    concurrency: config.concurrency,
+    batchSize: config.batchSize,
+    pipeline: config.pipeline,
+    leaseSeconds: config.leaseSeconds,
+    maxAttempts: config.maxAttempts,
+    multipartThreshold: config.multipartThreshold,
+    overwrite: config.overwrite,
+    destCheck: config.destCheck,
+    maxRps: config.maxRps,
+    limit: config.limit,
+    host: os.hostname(),
+  };
+}

@@ -1,0 +1,83 @@
+import { FatalError } from '../errors.js';
+import { withDbRetry } from '../db/retry.js';
+import {
+  commitRows,
+  markCopied,
+  markDone,
+  markUnmovable,
+  recordFailures,
+  renewLeases,
+  type LedgerContext,
+  type LedgerRow,
+} from '../ledger/state-machine.js';
+import { copyObjects, type CopyContext } from './copy-objects.js';
+import { bump } from './counters.js';
+import { deleteSources } from './delete-sources.js';
+
+/** A worker's view of the world while it moves one batch. */
+export interface BatchContext {
+  ledger: LedgerContext;
+  s3: CopyContext;
+  counters: Int32Array;
+}
+
+/**
+ * Moves one claimed batch as far as it can go: copy the pending keys, commit
+ * the copied ones (table and ledger in one statement), delete the sources of
+ * the committed ones. A row picks up at the state it was claimed in, which
+ * is what makes a resume after any crash exact.
+ *
+ * Each step is a set operation over the batch, so the database work per
+ * batch is a constant number of statements whatever its size.
+ */
+export async function processBatch(ctx: BatchContext, rows: LedgerRow[]): Promise<void> {
+  const { ledger, counters } = ctx;
+  const { maxAttempts, backoffSeconds, leaseSeconds } = ctx.s3.config;
+  const byId = new Map(rows.map((r) => [r.id, r]));
+  const fail = async (failures: Array<{ id: number; error: string }>) => {
+    if (failures.length === 0) return;
+    const result = await withDbRetry(() => recordFailures(ledger, failures, maxAttempts, backoffSeconds));
+    bump(counters, 'retriedSteps', result.filter((r) => r.state !== 'failed').length);
+    bump(counters, 'failed', result.filter((r) => r.state === 'failed').length);
+  };
+
+  // A long batch (big multipart copies, a slow server) must not lose its
+  // lease to another worker halfway: renew it while we work.
+  const heartbeat = setInterval(() => {
+    void withDbRetry(() => renewLeases(ledger, [...byId.keys()], leaseSeconds)).catch(() => undefined);
+  }, Math.max(1_000, (leaseSeconds * 1000) / 3));
+  heartbeat.unref();
+  try {
+    // 1. pending → copied | conflict | missing
+    const pending = rows.filter((r) => r.state === 'pending');
+    const outcomes = await copyObjects(ctx.s3, pending);
+    const fatal = outcomes.find((o) => o.kind === 'fatal');
+    const copied = outcomes.flatMap((o) => (o.kind === 'copied' ? [{ id: o.id, dstEtag: o.etag }] : []));
+    const copiedIds = await withDbRetry(() => markCopied(ledger, copied));
+    bump(counters, 'copied', copiedIds.length);
+    for (const state of ['conflict', 'missing'] as const) {
+      const settled = outcomes.flatMap((o) => (o.kind === state ? [{ id: o.id, reason: o.reason }] : []));
+      bump(counters, state, (await withDbRetry(() => markUnmovable(ledger, state, settled))).length);
+    }
+    await fail(outcomes.flatMap((o) => (o.kind === 'failed' || o.kind === 'fatal' ? [{ id: o.id, error: o.error }] : [])));
+    if (fatal && fatal.kind === 'fatal') throw new FatalError(`${fatal.error} (key ${byId.get(fatal.id)?.src_key})`);
+
+    // 2. copied → db_updated | superseded
+    const toCommit = [...rows.filter((r) => r.state === 'copied').map((r) => r.id), ...copiedIds];
+    const committed = await withDbRetry(() => commitRows(ledger, toCommit));
+    bump(counters, 'dbUpdated', committed.filter((c) => c.state === 'db_updated').length);
+    bump(counters, 'superseded', committed.filter((c) => c.state === 'superseded').length);
+
+    // 3. db_updated → done
+    const toDelete = [
+      ...rows.filter((r) => r.state === 'db_updated').map((r) => r.id),
+      ...committed.filter((c) => c.state === 'db_updated').map((c) => c.id),
+    ].map((id) => byId.get(id)!);
+    const deleted = await deleteSources(ctx.s3, toDelete);
+    bump(counters, 'done', (await withDbRetry(() => markDone(ledger, deleted.deleted))).length);
+    await fail(deleted.failed);
+    if (deleted.fatal) throw new FatalError(deleted.fatal);
+  } finally {
+    clearInterval(heartbeat);
+  }
+}

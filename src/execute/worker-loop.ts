@@ -1,0 +1,124 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { threadId } from 'node:worker_threads';
+import { sql } from 'kysely';
+import { createDatabase } from '../db/database.js';
+import { withDbRetry } from '../db/retry.js';
+import { FatalError, oneLine } from '../errors.js';
+import { claimBatch, releaseLeases, type LedgerContext } from '../ledger/state-machine.js';
+import { createS3Client } from '../s3/client.js';
+import { AdaptiveLimiter } from '../s3/limiter.js';
+import type { RequestStats } from '../s3/retry.js';
+import { COUNTER, bump, read, write } from './counters.js';
+import type { ExecuteConfig } from './execute-config.js';
+import { processBatch, type BatchContext } from './process-batch.js';
+
+/** What a worker thread hands to the main thread when it ends. */
+export interface WorkerResult {
+  stats: RequestStats;
+  /** Set when the worker stopped on an error the run cannot survive. */
+  fatal?: string;
+}
+
+/** The task each worker thread runs: config plus the shared counters. */
+export interface WorkerTask {
+  config: ExecuteConfig;
+  /** Ledger facts found by the main thread (`inspectTable`). */
+  idCast: string;
+  counters: Int32Array;
+  workerIndex: number;
+}
+
+/**
+ * One worker thread's life: claim a batch, move it, repeat, until the ledger
+ * has nothing live left, the `--limit` is reached, or the main thread asks
+ * to stop. `pipeline` batches are in flight at once, so S3 is kept busy
+ * while another batch is in the database.
+ */
+export async function runWorker(task: WorkerTask): Promise<WorkerResult> {
+  const { config, counters } = task;
+  const stats: RequestStats = { requests: 0, retries: 0, throttles: 0 };
+  const db = createDatabase({ url: config.migrate.databaseUrl!, max: config.pipeline + 2, applicationName: 'bucket-migrate worker' });
+  const s3 = createS3Client(config.migrate.s3, { maxSockets: config.concurrency });
+  const limiter = new AdaptiveLimiter({
+    maxInFlight: config.concurrency,
+    minInFlight: Math.min(4, config.concurrency),
+    maxRps: config.maxRps > 0 ? config.maxRps / config.threads : 0,
+  });
+  const ledger: LedgerContext = {
+    db,
+    schema: config.migrate.ledgerSchema,
+    table: config.migrate.table,
+    idColumn: config.migrate.idColumn,
+    pathColumn: config.migrate.pathColumn,
+    idCast: task.idCast,
+    me: `${config.processId}/w${task.workerIndex}-t${threadId}`,
+  };
+  const ctx: BatchContext = { ledger, s3: { s3, limiter, stats, config }, counters };
+  const stopping = () => read(counters, 'stop') === 1;
+  const result: WorkerResult = { stats };
+
+  const loop = async (lane: number) => {
+    const laneCtx: BatchContext = { ...ctx, ledger: { ...ledger, me: `${ledger.me}.${lane}` } };
+    while (!stopping()) {
+      const want = reserve(counters, config.batchSize, config.limit);
+      if (want === 0) return;
+      const rows = await withDbRetry(() => claimBatch(laneCtx.ledger, want, config.leaseSeconds));
+      unreserve(counters, want, rows.length, config.limit);
+      if (rows.length === 0) {
+        if (!(await hasLiveRows(laneCtx.ledger))) return;
+        await sleep(500);
+        continue;
+      }
+      try {
+        await processBatch(laneCtx, rows);
+      } catch (err) {
+        // Give unfinished rows back at once rather than after the lease.
+        await releaseLeases(laneCtx.ledger, rows.map((r) => r.id)).catch(() => undefined);
+        throw err;
+      }
+      write(counters, 'inFlightLimit', limiter.limit);
+    }
+  };
+
+  try {
+    await Promise.all(Array.from({ length: config.pipeline }, (_, lane) => loop(lane)));
+  } catch (err) {
+    result.fatal = err instanceof FatalError ? err.message : `unexpected error in worker: ${oneLine(err)}`;
+    write(counters, 'stop', 1);
+  } finally {
+    bump(counters, 'requests', stats.requests);
+    bump(counters, 'retries', stats.retries);
+    bump(counters, 'throttles', stats.throttles);
+    s3.destroy();
+    await db.destroy();
+  }
+  return result;
+}
+
+/** Takes up to `batch` keys from the `--limit` budget (all of it without a limit). */
+function reserve(counters: Int32Array, batch: number, limit: number): number {
+  if (limit <= 0) return batch;
+  for (;;) {
+    const claimed = Atomics.load(counters, COUNTER.claimed);
+    const take = Math.min(batch, limit - claimed);
+    if (take <= 0) return 0;
+    if (Atomics.compareExchange(counters, COUNTER.claimed, claimed, claimed + take) === claimed) return take;
+  }
+}
+
+/** Returns what a claim did not use; without a limit, just counts the claim. */
+function unreserve(counters: Int32Array, wanted: number, got: number, limit: number): void {
+  if (limit > 0) Atomics.sub(counters, COUNTER.claimed, wanted - got);
+  else Atomics.add(counters, COUNTER.claimed, got);
+}
+
+/** Whether any row is still live (leased elsewhere, or backing off). */
+async function hasLiveRows(ctx: LedgerContext): Promise<boolean> {
+  const result = await withDbRetry(() =>
+    sql<{ live: boolean }>`
+      select exists (select 1 from ${sql.id(ctx.schema, 'migration_ledger')}
+                     where state in ('pending', 'copied', 'db_updated')) as live
+    `.execute(ctx.db),
+  );
+  return result.rows[0]?.live === true;
+}

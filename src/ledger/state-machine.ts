@@ -1,0 +1,278 @@
+/**
+ * The ledger's state machine: every state, and every transition as one SQL
+ * statement.
+ *
+ *   pending ──copy──▶ copied ──commitRows──▶ db_updated ──delete──▶ done
+ *      │                 │
+ *      ├─▶ conflict      └─▶ superseded   (no row points at the key any more)
+ *      ├─▶ missing
+ *      └─▶ failed  (from any live state, after --max-attempts failures)
+ *
+ * Rows are born `pending` in `plan`. A worker owns a row while `locked_by`
+ * is its id and `locked_until` is in the future; every transition after the
+ * claim is guarded by `locked_by = me`, so a worker whose lease was taken
+ * over changes nothing. No transaction spans an S3 call: each statement here
+ * commits on its own.
+ *
+ * The order per key is what keeps every table row pointing at an existing
+ * object: the copy exists before any row names it, and the source is
+ * deleted only after the commit that moved every row off it.
+ */
+import { sql, type Kysely, type RawBuilder } from 'kysely';
+import type { TableName } from '../config/identifiers.js';
+
+export const LIVE_STATES = ['pending', 'copied', 'db_updated'] as const;
+export const TERMINAL_STATES = ['done', 'failed', 'conflict', 'missing', 'superseded'] as const;
+export const ALL_STATES = [...LIVE_STATES, ...TERMINAL_STATES] as const;
+
+export type LiveState = (typeof LIVE_STATES)[number];
+export type TerminalState = (typeof TERMINAL_STATES)[number];
+export type LedgerState = LiveState | TerminalState;
+
+/** A claimed ledger row, as a worker sees it. */
+export interface LedgerRow {
+  id: number;
+  src_key: string;
+  dst_key: string;
+  row_ids: string[];
+  state: LiveState;
+  attempts: number;
+  failures: number;
+  src_size: number | null;
+  src_etag: string | null;
+  dst_etag: string | null;
+}
+
+/** Everything a transition needs to address the ledger and the table. */
+export interface LedgerContext {
+  db: Kysely<any>;
+  schema: string;
+  table: TableName;
+  idColumn: string;
+  pathColumn: string;
+  /** The id column's type, as a cast from text (from `inspectTable`). */
+  idCast: string;
+  /** This worker's lease owner id. */
+  me: string;
+}
+
+/** Narrows a claim to a slice of the ledger (canaries, ranges). */
+export interface ClaimFilter {
+  /** Only rows whose state is one of these. */
+  states?: readonly LiveState[];
+}
+
+const ledger = (ctx: Pick<LedgerContext, 'schema'>) => sql.id(ctx.schema, 'migration_ledger');
+
+const appTable = (ctx: LedgerContext): RawBuilder<unknown> =>
+  ctx.table.schema ? sql.id(ctx.table.schema, ctx.table.name) : sql.id(ctx.table.name);
+
+const RETURNING = sql`l.id, l.src_key, l.dst_key, l.row_ids, l.state, l.attempts, l.failures, l.src_size, l.src_etag, l.dst_etag`;
+
+/**
+ * Leases up to `limit` claimable rows to `ctx.me`: live, not leased (or the
+ * lease expired), not backing off. One statement; the row locks last only
+ * for it, and the lease lives in `locked_by`/`locked_until`.
+ */
+export async function claimBatch(
+  ctx: LedgerContext,
+  limit: number,
+  leaseSeconds: number,
+  filter: ClaimFilter = {},
+): Promise<LedgerRow[]> {
+  const states = filter.states ?? LIVE_STATES;
+  const result = await sql<LedgerRow>`
+    with claimable as (
+      select id from ${ledger(ctx)}
+      where state in ('pending', 'copied', 'db_updated')
+        and state = any(${states as unknown as string[]}::text[])
+        and (locked_until is null or locked_until < now())
+        and (not_before is null or not_before <= now())
+      order by id
+      limit ${limit}
+      for update skip locked
+    )
+    update ${ledger(ctx)} as l
+    set locked_by = ${ctx.me},
+        locked_until = now() + make_interval(secs => ${leaseSeconds}),
+        attempts = l.attempts + 1,
+        updated_at = now()
+    from claimable
+    where l.id = claimable.id
+    returning ${RETURNING}
+  `.execute(ctx.db);
+  return result.rows;
+}
+
+/** Extends the lease on rows this worker still holds. */
+export async function renewLeases(ctx: LedgerContext, ids: number[], leaseSeconds: number): Promise<number> {
+  const result = await sql`
+    update ${ledger(ctx)}
+    set locked_until = now() + make_interval(secs => ${leaseSeconds})
+    where id = any(${ids}::bigint[]) and locked_by = ${ctx.me}
+  `.execute(ctx.db);
+  return Number(result.numAffectedRows ?? 0);
+}
+
+/** pending → copied: the destination holds the object. */
+export async function markCopied(ctx: LedgerContext, copies: Array<{ id: number; dstEtag: string | null }>): Promise<number[]> {
+  if (copies.length === 0) return [];
+  const result = await sql<{ id: number }>`
+    update ${ledger(ctx)} as l
+    set state = 'copied', dst_etag = v.etag, copied_at = now(), updated_at = now()
+    from unnest(${copies.map((c) => c.id)}::bigint[], ${copies.map((c) => c.dstEtag)}::text[]) as v(id, etag)
+    where l.id = v.id and l.locked_by = ${ctx.me} and l.state = 'pending'
+    returning l.id
+  `.execute(ctx.db);
+  return result.rows.map((r) => r.id);
+}
+
+/**
+ * pending → conflict or missing: terminal, the objects are left alone and
+ * the reason is kept. The lease is released.
+ */
+export async function markUnmovable(
+  ctx: LedgerContext,
+  state: 'conflict' | 'missing',
+  rows: Array<{ id: number; reason: string }>,
+): Promise<number[]> {
+  if (rows.length === 0) return [];
+  const result = await sql<{ id: number }>`
+    update ${ledger(ctx)} as l
+    set state = ${state}, last_error = v.reason, locked_by = null, locked_until = null, updated_at = now()
+    from unnest(${rows.map((r) => r.id)}::bigint[], ${rows.map((r) => r.reason)}::text[]) as v(id, reason)
+    where l.id = v.id and l.locked_by = ${ctx.me} and l.state = 'pending'
+    returning l.id
+  `.execute(ctx.db);
+  return result.rows.map((r) => r.id);
+}
+
+/**
+ * copied → db_updated (or superseded), together with the table update, in
+ * one statement and so one transaction.
+ *
+ * Each referencing row is updated by primary key with a compare-and-set on
+ * its path: a row the application changed since the plan is left alone and
+ * recorded in `rows_skipped`. A key none of whose rows still pointed at it
+ * is `superseded`: its copy stays, its source is not deleted.
+ */
+export async function commitRows(ctx: LedgerContext, ids: number[]): Promise<Array<{ id: number; state: 'db_updated' | 'superseded' }>> {
+  if (ids.length === 0) return [];
+  const t = appTable(ctx);
+  const idCol = sql.id(ctx.idColumn);
+  const pathCol = sql.id(ctx.pathColumn);
+  const result = await sql<{ id: number; state: 'db_updated' | 'superseded' }>`
+    with batch as (
+      select id, src_key, dst_key, row_ids from ${ledger(ctx)}
+      where id = any(${ids}::bigint[]) and locked_by = ${ctx.me} and state = 'copied'
+      for update
+    ),
+    refs as (
+      select batch.id as ledger_id, batch.src_key, batch.dst_key, r.row_id
+      from batch cross join unnest(batch.row_ids) as r(row_id)
+    ),
+    moved as (
+      update ${t} as t
+      set ${pathCol} = refs.dst_key
+      from refs
+      where t.${idCol} = refs.row_id::${sql.raw(ctx.idCast)} and t.${pathCol} = refs.src_key
+      returning refs.ledger_id, t.${idCol}::text as row_id
+    ),
+    moved_by_key as (
+      select ledger_id, array_agg(row_id order by row_id) as row_ids from moved group by ledger_id
+    )
+    update ${ledger(ctx)} as l
+    set state = case when cardinality(batch.row_ids) = 0 or moved_by_key.ledger_id is not null
+                     then 'db_updated' else 'superseded' end,
+        rows_updated = coalesce(moved_by_key.row_ids, '{}'),
+        rows_skipped = array(select x from unnest(batch.row_ids) as x
+                             where x <> all(coalesce(moved_by_key.row_ids, '{}'))),
+        locked_by = case when cardinality(batch.row_ids) = 0 or moved_by_key.ledger_id is not null
+                         then l.locked_by end,
+        locked_until = case when cardinality(batch.row_ids) = 0 or moved_by_key.ledger_id is not null
+                            then l.locked_until end,
+        db_updated_at = now(),
+        updated_at = now()
+    from batch left join moved_by_key on moved_by_key.ledger_id = batch.id
+    where l.id = batch.id
+    returning l.id, l.state
+  `.execute(ctx.db);
+  return result.rows;
+}
+
+/** db_updated → done: the source is deleted. The lease is released. */
+export async function markDone(ctx: LedgerContext, ids: number[]): Promise<number[]> {
+  if (ids.length === 0) return [];
+  const result = await sql<{ id: number }>`
+    update ${ledger(ctx)}
+    set state = 'done', done_at = now(), updated_at = now(), locked_by = null, locked_until = null, last_error = null
+    where id = any(${ids}::bigint[]) and locked_by = ${ctx.me} and state = 'db_updated'
+    returning id
+  `.execute(ctx.db);
+  return result.rows.map((r) => r.id);
+}
+
+/**
+ * Records a failed step. The row keeps its state and backs off
+ * (exponentially, from `backoffSeconds`), or becomes `failed`, remembering
+ * where it was, once it has failed `maxFailures` times. The lease is released.
+ */
+export async function recordFailures(
+  ctx: LedgerContext,
+  failures: Array<{ id: number; error: string }>,
+  maxFailures: number,
+  backoffSeconds: number,
+): Promise<Array<{ id: number; state: LedgerState }>> {
+  if (failures.length === 0) return [];
+  const result = await sql<{ id: number; state: LedgerState }>`
+    update ${ledger(ctx)} as l
+    set failures = l.failures + 1,
+        last_error = v.error,
+        state = case when l.failures + 1 >= ${maxFailures} then 'failed' else l.state end,
+        failed_state = case when l.failures + 1 >= ${maxFailures} then l.state end,
+        not_before = now() + make_interval(secs => least(300, ${backoffSeconds} * power(2, l.failures))),
+        locked_by = null,
+        locked_until = null,
+        updated_at = now()
+    from unnest(${failures.map((f) => f.id)}::bigint[], ${failures.map((f) => f.error)}::text[]) as v(id, error)
+    where l.id = v.id and l.locked_by = ${ctx.me} and l.state in ('pending', 'copied', 'db_updated')
+    returning l.id, l.state
+  `.execute(ctx.db);
+  return result.rows;
+}
+
+/** Gives rows back unchanged (a clean stop): they are claimable at once. */
+export async function releaseLeases(ctx: LedgerContext, ids: number[]): Promise<number> {
+  if (ids.length === 0) return 0;
+  const result = await sql`
+    update ${ledger(ctx)}
+    set locked_by = null, locked_until = null, attempts = greatest(attempts - 1, 0), updated_at = now()
+    where id = any(${ids}::bigint[]) and locked_by = ${ctx.me}
+  `.execute(ctx.db);
+  return Number(result.numAffectedRows ?? 0);
+}
+
+/** failed → the state it failed in, with a fresh failure budget (`--retry-failed`). */
+export async function requeueFailed(ctx: Pick<LedgerContext, 'db' | 'schema'>): Promise<number> {
+  const result = await sql`
+    update ${ledger(ctx)}
+    set state = coalesce(failed_state, 'pending'), failed_state = null, failures = 0,
+        not_before = null, locked_by = null, locked_until = null, updated_at = now()
+    where state = 'failed'
+  `.execute(ctx.db);
+  return Number(result.numAffectedRows ?? 0);
+}
+
+/**
+ * pending → missing for keys a full listing (`plan --list`, run `runId`) did
+ * not find. Keys already copied are not touched: their source is gone by
+ * design once they reach db_updated.
+ */
+export async function markUnlistedMissing(ctx: Pick<LedgerContext, 'db' | 'schema'>, runId: number): Promise<number> {
+  const result = await sql`
+    update ${ledger(ctx)}
+    set state = 'missing', last_error = 'not found in the source listing', updated_at = now()
+    where state = 'pending' and listed_run_id is distinct from ${runId} and locked_by is null
+  `.execute(ctx.db);
+  return Number(result.numAffectedRows ?? 0);
+}

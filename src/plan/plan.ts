@@ -1,0 +1,90 @@
+import { describeConfig, requireDatabaseUrl, type MigrateConfig } from '../config/config.js';
+import { formatTableName } from '../config/identifiers.js';
+import { checkConnection, createDatabase } from '../db/database.js';
+import { migrateLedger } from '../db/migrate.js';
+import { inspectTable } from '../db/table-info.js';
+import { bindLedgerConfig } from '../ledger/ledger-config.js';
+import { countStates, finishRun, startRun } from '../ledger/runs.js';
+import { createS3Client } from '../s3/client.js';
+import { checkLocation } from '../s3/preflight.js';
+import { out } from '../util/output.js';
+import { reconcileWithListing, type ListResult } from './list-source.js';
+import { snapshotTable, type SnapshotResult } from './snapshot.js';
+
+/** Options of `plan`. */
+export interface PlanOptions {
+  /** Also list the source bucket (`--list`). */
+  list: boolean;
+  orphans: 'move' | 'skip';
+  json: boolean;
+}
+
+/** What `plan` did, as printed with `--json`. */
+export interface PlanResult {
+  runId: number;
+  snapshot: SnapshotResult;
+  listing?: ListResult;
+  /** Keys in the ledger after this plan. */
+  total: number;
+  states: Record<string, number>;
+}
+
+/**
+ * Snapshots the table into the ledger (creating the ledger schema first),
+ * then optionally reconciles the ledger with a listing of the source.
+ */
+export async function plan(config: MigrateConfig, options: PlanOptions): Promise<PlanResult> {
+  const url = requireDatabaseUrl(config);
+  const db = createDatabase({ url, max: 2 });
+  try {
+    await checkConnection(db, url);
+    const schema = config.ledgerSchema;
+    await inspectTable(db, config.table, config.idColumn, config.pathColumn);
+    await migrateLedger(db, schema);
+    await bindLedgerConfig(db, config, 'plan');
+    const runId = await startRun(db, schema, options.list ? 'plan --list' : 'plan', describeConfig(config));
+    const ctx = { db, schema, table: config.table, idColumn: config.idColumn, pathColumn: config.pathColumn };
+    const snapshot = await snapshotTable(ctx, config.source.prefix, config.target.prefix, runId);
+    let listing: ListResult | undefined;
+    if (options.list) {
+      const s3 = createS3Client(config.s3, { maxSockets: 4 });
+      try {
+        await checkLocation(s3, config.source, 'SOURCE_BUCKET');
+        listing = await reconcileWithListing(
+          ctx,
+          s3,
+          { bucket: config.source.bucket, sourcePrefix: config.source.prefix, targetPrefix: config.target.prefix, orphans: options.orphans, runId },
+          (listed) => {
+            if (!options.json && listed % 100_000 === 0) out.info(`plan --list: ${listed} objects listed`);
+          },
+        );
+      } finally {
+        s3.destroy();
+      }
+    }
+    const states = await countStates(db, schema);
+    const total = Object.values(states).reduce((a, b) => a + b, 0);
+    await finishRun(db, schema, runId, 'succeeded', 0, { ...snapshot, ...(listing ? { listing } : {}), total });
+    const result: PlanResult = { runId, snapshot, listing, total, states };
+    if (options.json) out.result(JSON.stringify(result));
+    else printPlan(config, result);
+    return result;
+  } finally {
+    await db.destroy();
+  }
+}
+
+function printPlan(config: MigrateConfig, result: PlanResult): void {
+  const { snapshot, listing } = result;
+  out.result(
+    `plan: ${snapshot.added} keys added, ${snapshot.extended} keys gained referencing rows` +
+      `${snapshot.refused ? `, ${snapshot.refused} refused (see report)` : ''}; ` +
+      `${result.total} keys in the ledger (${formatTableName(config.table)} under ${config.source.prefix})`,
+  );
+  if (listing) {
+    out.result(
+      `plan --list: ${listing.listed} objects listed, ${listing.orphansAdded} orphans added` +
+        `${listing.orphansSkipped ? `, ${listing.orphansSkipped} orphans skipped` : ''}, ${listing.missing} planned keys missing`,
+    );
+  }
+}
