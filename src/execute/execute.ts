@@ -34,6 +34,21 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
   const url = config.migrate.databaseUrl!;
   const schema = config.migrate.ledgerSchema;
   const db = createDatabase({ url, max: 2 });
+  const counters = createCounters();
+  // Installed first: a Ctrl-C during the checks below must not kill the
+  // process halfway either.
+  let signal: NodeJS.Signals | undefined;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (signal) {
+      out.info('forced stop: leases of unfinished keys expire after --lease-seconds; run execute again to resume');
+      process.exit(sig === 'SIGINT' ? 130 : 143);
+    }
+    signal = sig;
+    write(counters, 'stop', 1);
+    out.info(`${sig}: finishing the batches in hand, then stopping (press Ctrl-C again to force)`);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   try {
     await checkConnection(db, url);
     if (!(await ledgerExists(db, schema))) {
@@ -52,7 +67,6 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     if (options.retryFailed) out.info(`re-queued ${await requeueFailed({ db, schema })} failed keys`);
 
     const runId = await startRun(db, schema, 'execute', { ...describeConfig(config.migrate), ...executeSettings(config) });
-    const counters = createCounters();
     const pool = new Piscina<WorkerTask, WorkerResult>({
       filename: WORKER.href,
       minThreads: config.threads,
@@ -60,19 +74,6 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
       idleTimeout: Infinity,
       concurrentTasksPerWorker: 1,
     });
-
-    let signal: NodeJS.Signals | undefined;
-    const onSignal = (sig: NodeJS.Signals) => {
-      if (signal) {
-        out.info('forced stop: leases of unfinished keys expire after --lease-seconds; run execute again to resume');
-        process.exit(sig === 'SIGINT' ? 130 : 143);
-      }
-      signal = sig;
-      write(counters, 'stop', 1);
-      out.info(`${sig}: finishing the batches in hand, then stopping (press Ctrl-C again to force)`);
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
 
     const started = Date.now();
     const progress = await startProgress(db, schema, counters, options.progress);
@@ -83,8 +84,6 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
       );
     } finally {
       progress.stop();
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
       await pool.destroy();
     }
 
@@ -125,6 +124,8 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     await finishRun(db, schema, runId, status, exitCode, summary);
     return exitCode;
   } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     await db.destroy();
   }
 }

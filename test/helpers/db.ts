@@ -1,0 +1,18 @@
+import pg from 'pg';
+
+/** Runs one query against a test database on a short-lived connection. */
+export async function query<T extends pg.QueryResultRow = Record<string, unknown>>(url: string, text: string, values: unknown[] = []): Promise<T[]> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query<T>(text, values)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+/** Ledger rows by state. */
+export async function ledgerStates(url: string, schema = 'bucket_migrate'): Promise<Record<string, number>> {
+  const rows = await query<{ state: string; n: number }>(url, `select state, count(*)::int as n from ${schema}.migration_ledger group by state`);
+  return Object.fromEntries(rows.map((r) => [r.state, r.n]));
+}
