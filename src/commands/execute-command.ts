@@ -28,12 +28,13 @@ export function executeCommand(): Command {
       .option('--limit <n>', 'process at most this many keys, then stop (a canary; 0: all)', intOption('--limit', 0, 2_000_000_000), 0)
       .addOption(new Option('--dest-check <mode>', 'how an existing destination is detected: HEAD it, or trust If-None-Match on the copy').choices(['head', 'conditional']).default('head'))
       .option('--overwrite', 'replace a different object at the destination instead of recording a conflict', false)
+      .option('--dry-run [n]', 'print the next n actions (default 20) and what would be refused; claims and changes nothing', intOption('--dry-run', 1, 100_000))
       .option('--retry-failed', 're-queue failed keys before starting', false)
       .option('--progress-interval <s>', 'seconds between progress lines when not on a terminal', intOption('--progress-interval', 1, 3600), 10)
       .option('--quiet', 'no progress output', false)
       .addHelpText(
         'after',
-        '\nExit codes: 0 all keys settled (done, missing or superseded); 1 a key failed or is in conflict; 2 usage or\nconfiguration error; 130/143 interrupted (run again to resume).\n\nExamples:\n  bucket-migrate execute --threads 4\n  bucket-migrate execute --limit 1000 --threads 1   # a canary',
+        '\nExit codes: 0 all keys settled (done, missing or superseded); 1 a key failed or is in conflict; 2 usage or\nconfiguration error; 130/143 interrupted (run again to resume).\n\nExamples:\n  bucket-migrate execute --threads 4\n  bucket-migrate execute --limit 1000 --threads 1   # a canary\n  bucket-migrate execute --dry-run 50',
       ),
   ).action(async (options, command: Command) => {
     const migrate = configFrom(options);
@@ -58,6 +59,7 @@ export function executeCommand(): Command {
       },
       {
         retryFailed: options.retryFailed,
+        dryRun: options.dryRun === true ? 20 : options.dryRun,
         progress: { quiet: options.quiet, intervalSeconds: options.progressInterval, tty: process.stderr.isTTY === true },
       },
     );

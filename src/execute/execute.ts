@@ -12,6 +12,7 @@ import { createS3Client } from '../s3/client.js';
 import { checkLocation } from '../s3/preflight.js';
 import { formatDuration, formatRate, out } from '../util/output.js';
 import { createCounters, read, write } from './counters.js';
+import { dryRun, printDryRun } from './dry-run.js';
 import type { ExecuteConfig } from './execute-config.js';
 import { startProgress, type ProgressOptions } from './progress.js';
 import type { WorkerResult, WorkerTask } from './worker-loop.js';
@@ -19,6 +20,8 @@ import type { WorkerResult, WorkerTask } from './worker-loop.js';
 /** Options of one `execute` run beyond the shared configuration. */
 export interface ExecuteRunOptions {
   retryFailed: boolean;
+  /** Print the next N actions instead of running (0: run). */
+  dryRun?: number;
   progress: ProgressOptions;
 }
 
@@ -57,10 +60,14 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     await migrateLedger(db, schema);
     await bindLedgerConfig(db, config.migrate, 'use');
     const table = await inspectTable(db, config.migrate.table, config.migrate.idColumn, config.migrate.pathColumn);
-    const s3 = createS3Client(config.migrate.s3, { maxSockets: 2 });
+    const s3 = createS3Client(config.migrate.s3, { maxSockets: 8 });
     try {
       await checkLocation(s3, config.migrate.source, 'SOURCE_BUCKET');
       await checkLocation(s3, config.migrate.target, 'TARGET_BUCKET');
+      if (options.dryRun) {
+        printDryRun(config.migrate, await dryRun(db, s3, config.migrate, options.dryRun));
+        return 0;
+      }
     } finally {
       s3.destroy();
     }
