@@ -110,6 +110,9 @@ function spawnWatchdog(entry: Guarded): ChildProcess | undefined {
       // before it has done its job.
       detached: true,
       stdio: ['pipe', 'ignore', 'ignore'],
+      // Not our env: NODE_OPTIONS from test runners and coverage tools would
+      // load their hooks into the watchdog and make them track it.
+      env: { PATH: process.env.PATH ?? '' },
     });
     watchdog.on('error', () => undefined);
     watchdog.stdin?.on('error', () => undefined);

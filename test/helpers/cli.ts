@@ -1,8 +1,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-/** The compiled CLI: this file is dist/test/helpers/cli.js, the CLI dist/src/cli.js. */
-export const CLI_PATH = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
+/**
+ * The compiled CLI. Compiled, this file is dist/test/helpers/cli.js and the CLI
+ * dist/src/cli.js; loaded from source by a TypeScript loader, it sits in
+ * test/helpers/ and the CLI is still the compiled one.
+ */
+export const CLI_PATH = fileURLToPath(
+  new URL(import.meta.url.endsWith('.ts') ? '../../dist/src/cli.js' : '../../src/cli.js', import.meta.url),
+);
 
 const DEFAULT_TIMEOUT_MS = 60_000;
 
