@@ -1,4 +1,5 @@
 import { Command, Option } from 'commander';
+import { UsageError } from '../errors.js';
 import { plan } from '../plan/plan.js';
 import { configFrom, withConfigOptions } from './options.js';
 
@@ -14,7 +15,10 @@ export function planCommand(): Command {
       .addOption(new Option('--orphans <mode>', 'with --list: objects no row references are moved too, or skipped').choices(['move', 'skip']).default('move'))
       .option('--json', 'print the result as one JSON document', false)
       .addHelpText('after', '\nExamples:\n  bucket-migrate plan\n  bucket-migrate plan --list --orphans skip'),
-  ).action(async (options) => {
+  ).action(async (options, command: Command) => {
+    if (!options.list && command.getOptionValueSource('orphans') === 'cli') {
+      throw new UsageError('--orphans only applies with --list (orphans are found by listing the source): add --list or drop --orphans');
+    }
     await plan(configFrom(options), { list: options.list, orphans: options.orphans, json: options.json });
   });
 }

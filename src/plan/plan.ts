@@ -9,6 +9,7 @@ import { createS3Client } from '../s3/client.js';
 import { checkLocation } from '../s3/preflight.js';
 import { out } from '../util/output.js';
 import { reconcileWithListing, type ListResult } from './list-source.js';
+import { countOutside, outsideTotal, type OutsideRows } from './outside.js';
 import { snapshotTable, type SnapshotResult } from './snapshot.js';
 
 /** Options of `plan`. */
@@ -24,6 +25,8 @@ export interface PlanResult {
   runId: number;
   snapshot: SnapshotResult;
   listing?: ListResult;
+  /** Table rows under neither prefix (NULL, empty, leading '/', other): left alone. */
+  outside: OutsideRows;
   /** Keys in the ledger after this plan. */
   total: number;
   states: Record<string, number>;
@@ -45,6 +48,7 @@ export async function plan(config: MigrateConfig, options: PlanOptions): Promise
     const runId = await startRun(db, schema, options.list ? 'plan --list' : 'plan', describeConfig(config));
     const ctx = { db, schema, table: config.table, idColumn: config.idColumn, pathColumn: config.pathColumn };
     const snapshot = await snapshotTable(ctx, config.source.prefix, config.target.prefix, runId);
+    const outside = await countOutside(ctx, config.source.prefix, config.target.prefix);
     let listing: ListResult | undefined;
     if (options.list) {
       const s3 = createS3Client(config.s3, { maxSockets: 4 });
@@ -64,8 +68,8 @@ export async function plan(config: MigrateConfig, options: PlanOptions): Promise
     }
     const states = await countStates(db, schema);
     const total = Object.values(states).reduce((a, b) => a + b, 0);
-    await finishRun(db, schema, runId, 'succeeded', 0, { ...snapshot, ...(listing ? { listing } : {}), total });
-    const result: PlanResult = { runId, snapshot, listing, total, states };
+    await finishRun(db, schema, runId, 'succeeded', 0, { ...snapshot, ...(listing ? { listing } : {}), outside, total });
+    const result: PlanResult = { runId, snapshot, listing, outside, total, states };
     if (options.json) out.result(JSON.stringify(result));
     else printPlan(config, result);
     return result;
@@ -81,6 +85,14 @@ function printPlan(config: MigrateConfig, result: PlanResult): void {
       `${snapshot.refused ? `, ${snapshot.refused} refused (see report)` : ''}; ` +
       `${result.total} keys in the ledger (${formatTableName(config.table)} under ${config.source.prefix})`,
   );
+  const outside = outsideTotal(result.outside);
+  if (outside > 0) {
+    const o = result.outside;
+    out.result(
+      `plan: ${outside} rows outside both prefixes left alone (NULL ${o.null}, empty ${o.empty}, leading '/' ${o.leadingSlash}, ` +
+        `elsewhere ${o.other})`,
+    );
+  }
   if (listing) {
     out.result(
       `plan --list: ${listing.listed} objects listed, ${listing.orphansAdded} orphans added` +

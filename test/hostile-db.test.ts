@@ -1,0 +1,62 @@
+/**
+ * Hostile Postgres: every connection of the test's database terminated
+ * (`pg_terminate_backend`) once a second while execute runs. The run must
+ * finish, or resume to the end, with no row ever naming a missing object.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import t from 'tap';
+import { runCli, spawnCli } from './helpers/cli.js';
+import { setupTestEnv } from './helpers/services.js';
+import { assertMigrated, captureBaseline, ledgerStates, query } from './support/end-state.js';
+import { startFaultProxy } from './support/fault-proxy.js';
+import { startInvariantObserver } from './support/invariant-observer.js';
+
+t.test('Postgres connections terminated every second during a run', async (t) => {
+  const env = await setupTestEnv(t);
+  t.equal((await runCli(['seed', '--count', '300', '--quiet'], { env: env.env })).code, 0);
+  t.equal((await runCli(['plan'], { env: env.env })).code, 0);
+  const baseline = await captureBaseline(env);
+  // Slow S3 down a little so the run spans several terminations.
+  const proxy = await startFaultProxy(env.s3.endpoint, { latencyMs: 30 });
+  t.teardown(() => proxy.close());
+  const cliEnv = { ...env.env, S3_ENDPOINT: proxy.endpoint };
+  const observer = startInvariantObserver({
+    databaseUrl: env.databaseUrl,
+    s3client: env.s3client,
+    sourceBucket: env.sourceBucket,
+    targetBucket: env.targetBucket,
+  });
+
+  let terminated = 0;
+  let killing = true;
+  const killer = (async () => {
+    while (killing) {
+      await sleep(1_000);
+      const rows = await query<{ pid: number }>(
+        env.databaseUrl,
+        `select pg_terminate_backend(pid) as ok, pid from pg_stat_activity
+         where datname = current_database() and pid <> pg_backend_pid()`,
+      ).catch(() => []);
+      terminated += rows.length;
+    }
+  })();
+
+  const args = ['execute', '--threads', '2', '--batch-size', '20', '--concurrency', '4', '--lease-seconds', '3', '--backoff-seconds', '0', '--quiet'];
+  const runs: Array<{ code: number | null; stderr: string }> = [];
+  for (let attempt = 0; attempt < 6; attempt++) {
+    const run = await spawnCli(args, { env: cliEnv, timeoutMs: 120_000 }).result;
+    runs.push(run);
+    const states = await ledgerStates(env.databaseUrl);
+    if (run.code === 0 && Object.keys(states).every((s) => s === 'done')) break;
+    t.comment(`execute exited ${run.code} (${JSON.stringify(states)}): ${run.stderr.trim().split('\n').slice(-2).join(' | ')}`);
+  }
+  killing = false;
+  await killer;
+  t.ok(terminated >= 3, `${terminated} connections terminated during the run`);
+  t.equal(runs[0]?.code, 0, `the first execute rides out the terminations\n${runs[0]?.stderr}`);
+  t.equal(runs.at(-1)?.code, 0, 'execute ends successfully');
+
+  await observer.stop();
+  t.same(observer.violations, [], `no row ever named a missing object (${observer.checks} checks)`);
+  await assertMigrated(t, env, baseline);
+});
