@@ -16,7 +16,11 @@ export function ledgerMigration(schema: string): Migration {
   const t = (name: string) => sql.id(schema, name);
   return {
     async up(db: Kysely<unknown>) {
-      await sql`create schema if not exists ${sql.id(schema)}`.execute(db);
+      // `create schema if not exists` needs CREATE on the database even when
+      // the schema exists, so a least-privilege role that was given its own
+      // schema (docs/PRIVILEGES.md) would fail here: only create it if missing.
+      const found = await sql`select 1 from pg_namespace where nspname = ${schema}`.execute(db);
+      if (found.rows.length === 0) await sql`create schema ${sql.id(schema)}`.execute(db);
       await sql`
         create table ${t('migration_ledger')} (
           id bigint generated always as identity primary key,

@@ -1,0 +1,115 @@
+/**
+ * Least privilege, proven: a full migration as a Postgres role and a MinIO
+ * user holding exactly the rights in docs/PRIVILEGES.md, read from that file.
+ * A privilege the tool needs that the document leaves out fails this test.
+ */
+import { randomBytes } from 'node:crypto';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import t from 'tap';
+import { connectMc } from '../scripts/lib/local-mc.js';
+import { runCli } from './helpers/cli.js';
+import { getServices, setupTestEnv } from './helpers/services.js';
+import { assertMigrated, captureBaseline, query } from './support/end-state.js';
+
+const DOC = fileURLToPath(new URL('../../docs/PRIVILEGES.md', import.meta.url));
+
+/** The fenced block right after `<!-- privileges:<name> -->`. */
+function block(doc: string, name: string): string {
+  const match = new RegExp(`<!-- privileges:${name} -->\\s*\`\`\`\\w*\\n([\\s\\S]*?)\`\`\``).exec(doc);
+  if (!match) throw new Error(`docs/PRIVILEGES.md has no privileges:${name} block`);
+  return match[1]!;
+}
+
+function withCredentials(url: string, user: string): string {
+  const parsed = new URL(url);
+  parsed.username = user;
+  parsed.password = '';
+  return parsed.toString();
+}
+
+t.test('a full migration with exactly the documented privileges', async (t) => {
+  const env = await setupTestEnv(t);
+  const suffix = randomBytes(4).toString('hex');
+  const role = `bm_mig_${suffix}`;
+  const { postgres } = await getServices();
+  t.teardown(async () => {
+    await env.teardown();
+    await query(postgres.url, `drop role if exists ${role}`).catch(() => undefined);
+  });
+
+  // Setup as the admin: the table, rows and objects the application owns.
+  t.equal((await runCli(['seed', '--count', '40', '--awkward', '--quiet'], { env: env.env })).code, 0);
+  const baseline = await captureBaseline(env);
+  const doc = readFileSync(DOC, 'utf8');
+
+  // Postgres: nothing from PUBLIC's defaults, only the documented grants.
+  const grants = block(doc, 'postgres').replace(/\bmigrator\b/g, role).replace(/\bappdb\b/g, env.dbName);
+  await query(env.databaseUrl, `revoke all on database "${env.dbName}" from public; revoke all on schema public from public;`);
+  await query(env.databaseUrl, grants);
+  const attrs = await query<{ rolsuper: boolean; rolcreatedb: boolean; rolcreaterole: boolean; rolbypassrls: boolean }>(
+    env.databaseUrl,
+    'select rolsuper, rolcreatedb, rolcreaterole, rolbypassrls from pg_roles where rolname = $1',
+    [role],
+  );
+  t.same(attrs, [{ rolsuper: false, rolcreatedb: false, rolcreaterole: false, rolbypassrls: false }], 'an ordinary role');
+
+  // MinIO: a user with exactly the documented policy, through the admin API (mc).
+  const mc = await connectMc(env.s3);
+  t.teardown(() => mc.close());
+  const policy = block(doc, 's3').replace(/legacy-s3/g, env.sourceBucket).replace(/production-s3/g, env.targetBucket);
+  JSON.parse(policy);
+  const policyFile = path.join(await fsp.mkdtemp(path.join(os.tmpdir(), 'bm-policy-')), 'policy.json');
+  await fsp.writeFile(policyFile, policy);
+  const user = `bmmig${suffix}`;
+  const secret = randomBytes(20).toString('hex');
+  const policyName = `bm-migrate-${suffix}`;
+  await mc.run('admin', 'policy', 'create', mc.alias, policyName, policyFile);
+  await mc.run('admin', 'user', 'add', mc.alias, user, secret);
+  await mc.run('admin', 'policy', 'attach', mc.alias, policyName, '--user', user);
+  t.teardown(async () => {
+    await mc.run('admin', 'user', 'remove', mc.alias, user).catch(() => undefined);
+    await mc.run('admin', 'policy', 'remove', mc.alias, policyName).catch(() => undefined);
+    await fsp.rm(path.dirname(policyFile), { recursive: true, force: true });
+  });
+
+  const restricted = {
+    ...env.env,
+    DATABASE_URL: withCredentials(env.databaseUrl, role),
+    AWS_ACCESS_KEY_ID: user,
+    AWS_SECRET_ACCESS_KEY: secret,
+  };
+
+  // The restrictions are real: outside the documented rights, it is refused.
+  const client = new S3Client({
+    endpoint: env.s3.endpoint,
+    region: 'us-east-1',
+    forcePathStyle: true,
+    credentials: { accessKeyId: user, secretAccessKey: secret },
+  });
+  t.teardown(() => client.destroy());
+  const denied = await client
+    .send(new PutObjectCommand({ Bucket: env.sourceBucket, Key: 'image/new.png', Body: 'x' }))
+    .then(() => 'allowed', (e: { name?: string }) => e.name);
+  t.equal(denied, 'AccessDenied', 'the user cannot write to the source');
+  const outside = await client
+    .send(new PutObjectCommand({ Bucket: env.targetBucket, Key: 'elsewhere/x.png', Body: 'x' }))
+    .then(() => 'allowed', (e: { name?: string }) => e.name);
+  t.equal(outside, 'AccessDenied', 'nor outside the target prefix');
+  const idUpdate = await query(restricted.DATABASE_URL, 'update avatars set id = id where false').then(
+    () => 'allowed',
+    (e: Error) => e.message,
+  );
+  t.match(idUpdate, /permission denied/, 'the role cannot write other columns');
+
+  // The whole migration, as the restricted role and user.
+  for (const args of [['plan', '--list'], ['execute', '--threads', '2', '--quiet'], ['report'], ['validate']]) {
+    const result = await runCli(args, { env: restricted, timeoutMs: 120_000 });
+    t.equal(result.code, 0, `${args.join(' ')} with the documented privileges\n${result.stdout}\n${result.stderr}`);
+  }
+  await assertMigrated(t, env, baseline, { env: restricted });
+});
