@@ -4,7 +4,17 @@ import { Command, Option } from 'commander';
 import { requireDatabaseUrl } from '../config/config.js';
 import { execute } from '../execute/execute.js';
 import type { DestCheck } from '../execute/execute-config.js';
+import { UsageError } from '../errors.js';
 import { CORES, configFrom, intOption, sizeOption, withConfigOptions } from './options.js';
+
+// Copying into an archive class works; restoring out of one is not a copy.
+const STORAGE_CLASSES = ['STANDARD', 'REDUCED_REDUNDANCY', 'STANDARD_IA', 'ONEZONE_IA', 'INTELLIGENT_TIERING', 'GLACIER', 'GLACIER_IR', 'DEEP_ARCHIVE', 'EXPRESS_ONEZONE'];
+
+function storageClassOption(value: string): string {
+  const cls = value.trim().toUpperCase();
+  if (!STORAGE_CLASSES.includes(cls)) throw new UsageError(`--storage-class must be one of ${STORAGE_CLASSES.join(', ')}, got ${JSON.stringify(value)}`);
+  return cls;
+}
 
 export function executeCommand(): Command {
   return withConfigOptions(
@@ -27,6 +37,8 @@ export function executeCommand(): Command {
       .option('--max-rps <n>', 'S3 requests per second for this process (0: no cap)', intOption('--max-rps', 0, 1_000_000), 0)
       .option('--limit <n>', 'process at most this many keys, then stop (a canary; 0: all)', intOption('--limit', 0, 2_000_000_000), 0)
       .addOption(new Option('--dest-check <mode>', 'how an existing destination is detected: HEAD it, or trust If-None-Match on the copy').choices(['head', 'conditional']).default('head'))
+      .option('--storage-class <class>', 'storage class of every copy (default: each source\'s own)', storageClassOption)
+      .option('--sse-kms-key-id <id>', 'encrypt every copy with this KMS key (default: as each source is)')
       .option('--overwrite', 'replace a different object at the destination instead of recording a conflict', false)
       .option('--dry-run [n]', 'print the next n actions (default 20) and what would be refused; claims and changes nothing', intOption('--dry-run', 1, 100_000))
       .option('--retry-failed', 're-queue failed keys before starting', false)
@@ -55,6 +67,8 @@ export function executeCommand(): Command {
         limit: options.limit,
         destCheck: options.destCheck as DestCheck,
         overwrite: options.overwrite,
+        storageClass: options.storageClass,
+        sseKmsKeyId: options.sseKmsKeyId,
         processId: `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`,
       },
       {

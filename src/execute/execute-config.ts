@@ -29,6 +29,10 @@ export interface ExecuteConfig {
   /** Replace a different object at the destination instead of recording a conflict. */
   overwrite: boolean;
   destCheck: DestCheck;
+  /** `--storage-class`: every copy gets this class instead of its source's. */
+  storageClass?: string;
+  /** `--sse-kms-key-id`: every copy is encrypted with this KMS key instead of as its source is. */
+  sseKmsKeyId?: string;
   /** Requests per second for the whole process (0: no cap), shared evenly by the threads. */
   maxRps: number;
   /** First backoff after a failed step, in seconds. */

@@ -34,9 +34,10 @@ export async function processBatch(ctx: BatchContext, rows: LedgerRow[]): Promis
   const { ledger, counters } = ctx;
   const { maxAttempts, backoffSeconds, leaseSeconds } = ctx.s3.config;
   const byId = new Map(rows.map((r) => [r.id, r]));
-  const fail = async (failures: Array<{ id: number; error: string }>) => {
+  // `maxFailures` 1 makes a failure terminal at once (nothing to retry).
+  const fail = async (failures: Array<{ id: number; error: string }>, maxFailures = maxAttempts) => {
     if (failures.length === 0) return;
-    const result = await withDbRetry(() => recordFailures(ledger, failures, maxAttempts, backoffSeconds));
+    const result = await withDbRetry(() => recordFailures(ledger, failures, maxFailures, backoffSeconds));
     bump(counters, 'retriedSteps', result.filter((r) => r.state !== 'failed').length);
     bump(counters, 'failed', result.filter((r) => r.state === 'failed').length);
   };
@@ -59,7 +60,8 @@ export async function processBatch(ctx: BatchContext, rows: LedgerRow[]): Promis
       const settled = outcomes.flatMap((o) => (o.kind === state ? [{ id: o.id, reason: o.reason }] : []));
       bump(counters, state, (await withDbRetry(() => markUnmovable(ledger, state, settled))).length);
     }
-    await fail(outcomes.flatMap((o) => (o.kind === 'failed' || o.kind === 'fatal' ? [{ id: o.id, error: o.error }] : [])));
+    await fail(outcomes.flatMap((o) => ((o.kind === 'failed' && !o.terminal) || o.kind === 'fatal' ? [{ id: o.id, error: o.error }] : [])));
+    await fail(outcomes.flatMap((o) => (o.kind === 'failed' && o.terminal ? [{ id: o.id, error: o.error }] : [])), 1);
     if (fatal && fatal.kind === 'fatal') throw new FatalError(`${fatal.error} (key ${byId.get(fatal.id)?.src_key})`);
 
     // 2. copied → db_updated | superseded

@@ -40,6 +40,8 @@ export interface LedgerRow {
   failures: number;
   src_size: number | null;
   src_etag: string | null;
+  /** From `plan --list`; null when the source was never listed. */
+  src_storage_class: string | null;
   dst_etag: string | null;
 }
 
@@ -67,7 +69,7 @@ const ledger = (ctx: Pick<LedgerContext, 'schema'>) => sql.id(ctx.schema, 'migra
 const appTable = (ctx: LedgerContext): RawBuilder<unknown> =>
   ctx.table.schema ? sql.id(ctx.table.schema, ctx.table.name) : sql.id(ctx.table.name);
 
-const RETURNING = sql`l.id, l.src_key, l.dst_key, l.row_ids, l.state, l.attempts, l.failures, l.src_size, l.src_etag, l.dst_etag`;
+const RETURNING = sql`l.id, l.src_key, l.dst_key, l.row_ids, l.state, l.attempts, l.failures, l.src_size, l.src_etag, l.src_storage_class, l.dst_etag`;
 
 /**
  * Leases up to `limit` claimable rows to `ctx.me`: live, not leased (or the

@@ -3,6 +3,7 @@ import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
   UploadPartCopyCommand,
+  type CreateMultipartUploadCommandInput,
   type HeadObjectCommandOutput,
   type S3Client,
 } from '@aws-sdk/client-s3';
@@ -22,6 +23,11 @@ export interface MultipartCopyRequest {
   /** The source's HEAD, for its size, ETag and the headers to keep. */
   source: HeadObjectCommandOutput;
   partSize: number;
+  /**
+   * What CreateMultipartUpload must be told to keep the rest of the object:
+   * a multipart upload has no COPY directive for class, encryption or tags.
+   */
+  attributes?: Pick<CreateMultipartUploadCommandInput, 'StorageClass' | 'ServerSideEncryption' | 'SSEKMSKeyId' | 'Tagging'>;
 }
 
 /**
@@ -51,6 +57,7 @@ export async function multipartCopy(
         ContentLanguage: source.ContentLanguage,
         Expires: source.Expires,
         Metadata: source.Metadata,
+        ...request.attributes,
       }),
     ),
   );
