@@ -83,14 +83,14 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     });
 
     const started = Date.now();
-    const progress = await startProgress(db, schema, counters, options.progress);
+    const progress = await startProgress(db, schema, runId, counters, options.progress);
     let results: WorkerResult[];
     try {
       results = await Promise.all(
         Array.from({ length: config.threads }, (_, workerIndex) => pool.run({ config, idCast: table.idCast, counters, workerIndex })),
       );
     } finally {
-      progress.stop();
+      await progress.stop();
       await pool.destroy();
     }
 

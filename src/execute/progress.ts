@@ -1,6 +1,6 @@
 import { sql, type Kysely } from 'kysely';
 import { formatDuration, formatRate, out } from '../util/output.js';
-import { read } from './counters.js';
+import { read, type CounterName } from './counters.js';
 
 /** How `execute` shows progress. */
 export interface ProgressOptions {
@@ -8,55 +8,119 @@ export interface ProgressOptions {
   quiet: boolean;
   /** Seconds between plain lines when stderr is not a terminal. */
   intervalSeconds: number;
-  /** Redraw one line in place (stderr is a TTY). */
+  /** Redraw a live bar in place (stderr is a TTY). */
   tty: boolean;
 }
 
+const SETTLED: CounterName[] = ['done', 'conflict', 'missing', 'superseded', 'failed'];
+
+/** This process's counters, as published in its runs row. */
+export function localCounts(counters: Int32Array): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const name of [...SETTLED, 'copied', 'dbUpdated', 'requests', 'retries', 'throttles'] as CounterName[]) counts[name] = read(counters, name);
+  return counts;
+}
+
 /**
- * Prints progress while workers run. The total is read once from the
- * ledger (live rows, through the partial index); after that the figures
- * come from the shared counters, so progress costs the database nothing.
+ * Publishes this process's counters in its runs row and returns the keys
+ * settled by every other running `execute` since `since`. This is how the
+ * figures count every process sharing the ledger without a `count(*)` over
+ * the ledger: a handful of runs rows are read, whatever the key count.
+ */
+async function exchange(db: Kysely<any>, schema: string, runId: number, counters: Int32Array): Promise<number> {
+  const counts = localCounts(counters);
+  const result = await sql<{ others: number }>`
+    with me as (
+      update ${sql.id(schema, 'runs')} set counts = ${JSON.stringify(counts)}::jsonb where id = ${runId}
+    )
+    select coalesce(sum(${sql.join(
+      SETTLED.map((name) => sql`coalesce((counts ->> ${name})::bigint, 0)`),
+      sql` + `,
+    )}), 0)::bigint as others
+    from ${sql.id(schema, 'runs')}
+    where command = 'execute' and status = 'running' and id <> ${runId}
+  `.execute(db);
+  return Number(result.rows[0]?.others ?? 0);
+}
+
+/**
+ * Shows progress while workers run: a live bar on a terminal, a plain line
+ * every `--progress-interval` seconds otherwise. The total is read once from
+ * the ledger (live rows, through the partial index); after that the figures
+ * come from this process's shared counters plus the other running
+ * processes' published counters.
  */
 export async function startProgress(
   db: Kysely<any>,
   schema: string,
+  runId: number,
   counters: Int32Array,
   options: ProgressOptions,
-): Promise<{ stop(): void }> {
-  if (options.quiet) return { stop: () => undefined };
+): Promise<{ stop(): Promise<void> }> {
   const live = await sql<{ n: number }>`
     select count(*)::int as n from ${sql.id(schema, 'migration_ledger')} where state in ('pending', 'copied', 'db_updated')
   `.execute(db);
   const total = live.rows[0]?.n ?? 0;
+  const othersAtStart = await exchange(db, schema, runId, counters).catch(() => 0);
+  let others = 0;
   const started = Date.now();
-  const window: Array<{ at: number; done: number }> = [{ at: started, done: 0 }];
+  const window: Array<{ at: number; settled: number }> = [{ at: started, settled: 0 }];
 
-  const line = () => {
+  const settledNow = () => SETTLED.reduce((n, name) => n + read(counters, name), 0) + others;
+  const figures = () => {
     const now = Date.now();
-    const settled = ['done', 'conflict', 'missing', 'superseded', 'failed'].reduce((n, c) => n + read(counters, c as 'done'), 0);
-    window.push({ at: now, done: settled });
+    const settled = settledNow();
+    window.push({ at: now, settled });
     while (window.length > 2 && now - window[0]!.at > 10_000) window.shift();
     const first = window[0]!;
-    const recent = ((settled - first.done) / Math.max(now - first.at, 1)) * 1000;
+    const recent = ((settled - first.settled) / Math.max(now - first.at, 1)) * 1000;
     const overall = (settled / Math.max(now - started, 1)) * 1000;
-    const remaining = Math.max(total - settled, 0);
-    const eta = recent > 0 ? formatDuration(remaining / recent) : '?';
-    const pct = total > 0 ? ((settled / total) * 100).toFixed(1) : '100.0';
-    return (
-      `progress: ${settled}/${total} (${pct}%) ${formatRate(recent)}/s last 10s, ${formatRate(overall)}/s overall, ETA ${eta}; ` +
-      `failed ${read(counters, 'failed')}, conflict ${read(counters, 'conflict')}, retries ${read(counters, 'retries')}, throttles ${read(counters, 'throttles')}`
-    );
+    const eta = recent > 0 ? formatDuration(Math.max(total - settled, 0) / recent) : '?';
+    const fraction = total > 0 ? Math.min(1, settled / total) : 1;
+    const tail =
+      `${formatRate(recent)}/s (10s) ${formatRate(overall)}/s overall, ETA ${eta}, ` +
+      `failed ${read(counters, 'failed')}, conflict ${read(counters, 'conflict')}`;
+    return { settled, fraction, tail };
+  };
+  const line = () => {
+    const f = figures();
+    return `progress: ${f.settled}/${total} (${(f.fraction * 100).toFixed(1)}%) ${f.tail}`;
+  };
+  const bar = () => {
+    const f = figures();
+    const width = 30;
+    const filled = Math.round(f.fraction * width);
+    return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${f.settled}/${total} ${(f.fraction * 100).toFixed(1)}% ${f.tail}`;
   };
 
+  // The exchange runs on its own clock, so a slow database never delays the display.
+  const publisher = setInterval(() => {
+    void exchange(db, schema, runId, counters)
+      .then((n) => {
+        others = Math.max(0, n - othersAtStart);
+      })
+      .catch(() => undefined);
+  }, 5_000);
+  const finish = async () => {
+    clearInterval(publisher);
+    await exchange(db, schema, runId, counters).catch(() => 0);
+  };
+  if (options.quiet) return { stop: finish };
   if (options.tty) {
-    const timer = setInterval(() => process.stderr.write(`\r\x1b[2K${line()}`), 250);
+    const timer = setInterval(() => process.stderr.write(`\r\x1b[2K${bar()}`), 250);
     return {
-      stop() {
+      async stop() {
         clearInterval(timer);
-        process.stderr.write(`\r\x1b[2K${line()}\n`);
+        process.stderr.write(`\r\x1b[2K${bar()}\n`);
+        await finish();
       },
     };
   }
   const timer = setInterval(() => out.info(line()), Math.max(1, options.intervalSeconds) * 1000);
-  return { stop: () => clearInterval(timer) };
+  return {
+    async stop() {
+      clearInterval(timer);
+      await finish();
+    },
+  };
 }

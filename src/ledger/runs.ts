@@ -25,7 +25,7 @@ export async function finishRun(
 ): Promise<void> {
   await sql`
     update ${sql.id(schema, 'runs')}
-    set finished_at = now(), status = ${status}, exit_code = ${exitCode}, counts = ${JSON.stringify(counts)}::jsonb
+    set finished_at = now(), status = ${status}, exit_code = ${exitCode}, counts = counts || ${JSON.stringify(counts)}::jsonb
     where id = ${runId}
   `.execute(db);
 }
