@@ -1,5 +1,6 @@
 import type { Migration } from 'kysely';
 import { ledgerMigration } from './0001-ledger.js';
+import { archivedStateMigration } from './0004-archived.js';
 
 /**
  * The ledger schema's migrations, in order. Names are numbered so that
@@ -8,5 +9,6 @@ import { ledgerMigration } from './0001-ledger.js';
 export function ledgerMigrations(schema: string): Record<string, Migration> {
   return {
     '0001-ledger': ledgerMigration(schema),
+    '0004-archived': archivedStateMigration(schema),
   };
 }

@@ -11,6 +11,7 @@ import {
   verifyCopy,
 } from '../src/s3/object-attributes.js';
 import { runCli } from './helpers/cli.js';
+import { startFaultProxy } from './support/fault-proxy.js';
 import { ledgerStates, query } from './helpers/db.js';
 import { getBytes, putObject, setupTestEnv, type TestEnv } from './helpers/services.js';
 
@@ -217,4 +218,34 @@ t.test('a source changed between plan --list and execute is not copied and is ke
   t.match(rows[0]?.last_error, /source changed since plan/);
   t.ok((await getBytes(env.s3client, env.sourceBucket, 'image/changed.png'))?.equals(replaced), 'the source is kept');
   t.same(await getBytes(env.s3client, env.targetBucket, 'avatar/changed.png'), undefined, 'nothing was copied');
+});
+
+t.test('an archived source (403 InvalidObjectState) is archived, not fatal, and kept', async (t) => {
+  const env = await fixture(t, [
+    { key: 'image/frozen.png', body: pattern(3000, 10), extra: { ContentType: 'image/png' } },
+    { key: 'image/warm.png', body: pattern(3000, 11), extra: { ContentType: 'image/png' } },
+  ]);
+  // S3 refuses to copy an object in GLACIER or DEEP_ARCHIVE until it is restored.
+  const proxy = await startFaultProxy(env.s3.endpoint, {
+    errorFor: (req) =>
+      req.method === 'PUT' && req.url.includes('frozen')
+        ? { status: 403, code: 'InvalidObjectState', message: "The operation is not valid for the object's storage class" }
+        : undefined,
+  });
+  t.teardown(() => proxy.close());
+  const run = await runCli(['execute', '--threads', '1'], { env: { ...env.env, S3_ENDPOINT: proxy.endpoint } });
+  t.equal(run.code, 1, 'an archived key makes the exit code 1');
+  t.ok((proxy.stats.injected.errorFor ?? 0) >= 1, 'the copy was refused');
+  const rows = await query<{ src_key: string; state: string; last_error: string | null; failures: number }>(
+    env.databaseUrl,
+    'select src_key, state, last_error, failures from bucket_migrate.migration_ledger order by src_key',
+  );
+  const frozen = rows.find((r) => r.src_key === 'image/frozen.png');
+  t.equal(frozen?.state, 'archived');
+  t.equal(frozen?.failures, 0, 'not retried');
+  t.match(frozen?.last_error, /archive storage class \(STANDARD\): restore it.*InvalidObjectState/);
+  t.equal(rows.find((r) => r.src_key === 'image/warm.png')?.state, 'done', 'the run went on');
+  t.ok(await getBytes(env.s3client, env.sourceBucket, 'image/frozen.png'), 'the archived source is kept');
+  const paths = await query<{ path: string }>(env.databaseUrl, `select path from avatars where path like '%frozen.png'`);
+  t.same(paths, [{ path: 'image/frozen.png' }], 'its row still names the source');
 });

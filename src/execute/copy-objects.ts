@@ -22,7 +22,7 @@ import { MAX_SINGLE_COPY, type ExecuteConfig } from './execute-config.js';
 /** What happened to one pending key's copy. */
 export type CopyOutcome =
   | { kind: 'copied'; id: number; etag: string | null }
-  | { kind: 'conflict' | 'missing'; id: number; reason: string }
+  | { kind: 'conflict' | 'missing' | 'archived'; id: number; reason: string }
   /** `terminal`: retrying cannot help (verification failed, SSE-C source): failed at once. */
   | { kind: 'failed'; id: number; error: string; terminal?: boolean }
   | { kind: 'fatal'; id: number; error: string };
@@ -198,6 +198,11 @@ export async function copyObject(ctx: CopyContext, row: LedgerRow): Promise<Copy
     return { kind: 'copied', id: row.id, etag: copied.CopyObjectResult?.ETag ?? null };
   } catch (err) {
     if (err instanceof SseCRefusal || isSseCError(err, false)) return { kind: 'failed', id: row.id, error: SSE_C_REASON, terminal: true };
+    // A 403 is otherwise fatal, but this one is about the object only.
+    if (s3ErrorCode(err) === 'InvalidObjectState') {
+      const cls = row.src_storage_class ? ` (${row.src_storage_class})` : '';
+      return { kind: 'archived', id: row.id, reason: `source is in an archive storage class${cls}: restore it, then re-queue the key (${describeS3Error(err)})` };
+    }
     if (isNotFound(err) && s3ErrorCode(err) !== 'NoSuchBucket') return resolveMissingSource(ctx, row).catch((e) => failure(row, e));
     if (s3ErrorCode(err) === 'PreconditionFailed' || s3HttpStatus(err) === 412) {
       return resolvePrecondition(ctx, row).catch((e) => failure(row, e));

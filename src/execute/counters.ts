@@ -19,6 +19,7 @@ export const COUNTER = {
   inFlightLimit: 12,
   /** Set to 1 by the main thread: finish the batches in hand, claim no more. */
   stop: 13,
+  archived: 14,
 } as const;
 
 export type CounterName = keyof typeof COUNTER;

@@ -30,7 +30,7 @@ const WORKER = new URL('../../workers/migrate-worker.js', import.meta.url);
 /**
  * Runs the migration: checks everything it can before touching anything,
  * then lets `--threads` worker threads drain the ledger. Returns the exit
- * code: 0 when every key is settled well, 1 when any is failed or in
+ * code: 0 when every key is settled well, 1 when any is failed, archived or in
  * conflict (or a fatal error stopped the run), 130/143 when interrupted.
  */
 export async function execute(config: ExecuteConfig, options: ExecuteRunOptions): Promise<number> {
@@ -123,8 +123,8 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
       out.info('interrupted: run the same execute command again to resume where this one stopped');
       exitCode = signal === 'SIGINT' ? 130 : 143;
       status = 'interrupted';
-    } else if ((states.failed ?? 0) > 0 || (states.conflict ?? 0) > 0) {
-      out.info('some keys failed or are in conflict: see bucket-migrate report; execute --retry-failed re-queues failed keys');
+    } else if ((states.failed ?? 0) > 0 || (states.conflict ?? 0) > 0 || (states.archived ?? 0) > 0) {
+      out.info('some keys failed, are in conflict or are archived: see bucket-migrate report; execute --retry-failed re-queues failed keys');
       exitCode = 1;
       status = 'failed';
     }

@@ -56,7 +56,7 @@ export async function processBatch(ctx: BatchContext, rows: LedgerRow[]): Promis
     const copied = outcomes.flatMap((o) => (o.kind === 'copied' ? [{ id: o.id, dstEtag: o.etag }] : []));
     const copiedIds = await withDbRetry(() => markCopied(ledger, copied));
     bump(counters, 'copied', copiedIds.length);
-    for (const state of ['conflict', 'missing'] as const) {
+    for (const state of ['conflict', 'missing', 'archived'] as const) {
       const settled = outcomes.flatMap((o) => (o.kind === state ? [{ id: o.id, reason: o.reason }] : []));
       bump(counters, state, (await withDbRetry(() => markUnmovable(ledger, state, settled))).length);
     }

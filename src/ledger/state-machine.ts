@@ -6,6 +6,7 @@
  *      │                 │
  *      ├─▶ conflict      └─▶ superseded   (no row points at the key any more)
  *      ├─▶ missing
+ *      ├─▶ archived (the source must be restored from an archive class first)
  *      └─▶ failed  (from any live state, after --max-attempts failures)
  *
  * Rows are born `pending` in `plan`. A worker owns a row while `locked_by`
@@ -22,7 +23,7 @@ import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { TableName } from '../config/identifiers.js';
 
 export const LIVE_STATES = ['pending', 'copied', 'db_updated'] as const;
-export const TERMINAL_STATES = ['done', 'failed', 'conflict', 'missing', 'superseded'] as const;
+export const TERMINAL_STATES = ['done', 'failed', 'conflict', 'missing', 'superseded', 'archived'] as const;
 export const ALL_STATES = [...LIVE_STATES, ...TERMINAL_STATES] as const;
 
 export type LiveState = (typeof LIVE_STATES)[number];
@@ -130,12 +131,12 @@ export async function markCopied(ctx: LedgerContext, copies: Array<{ id: number;
 }
 
 /**
- * pending → conflict or missing: terminal, the objects are left alone and
+ * pending → conflict, missing or archived: terminal, the objects are left alone and
  * the reason is kept. The lease is released.
  */
 export async function markUnmovable(
   ctx: LedgerContext,
-  state: 'conflict' | 'missing',
+  state: 'conflict' | 'missing' | 'archived',
   rows: Array<{ id: number; reason: string }>,
 ): Promise<number[]> {
   if (rows.length === 0) return [];
