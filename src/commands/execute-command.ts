@@ -4,6 +4,7 @@ import { Command, Option } from 'commander';
 import { requireDatabaseUrl } from '../config/config.js';
 import { execute } from '../execute/execute.js';
 import type { DestCheck } from '../execute/execute-config.js';
+import type { ExecuteStage } from '../execute/stage.js';
 import { UsageError } from '../errors.js';
 import { CORES, configFrom, intOption, sizeOption, withConfigOptions } from './options.js';
 
@@ -14,6 +15,15 @@ function storageClassOption(value: string): string {
   const cls = value.trim().toUpperCase();
   if (!STORAGE_CLASSES.includes(cls)) throw new UsageError(`--storage-class must be one of ${STORAGE_CLASSES.join(', ')}, got ${JSON.stringify(value)}`);
   return cls;
+}
+
+/** `--keep-source` and `--delete-only` are the two halves of a staged run: one at a time. */
+function stageFrom(options: { keepSource?: boolean; deleteOnly?: boolean; dryRun?: unknown }): ExecuteStage {
+  if (options.keepSource && options.deleteOnly) throw new UsageError('--keep-source and --delete-only are two separate runs: pass one of them');
+  const stage: ExecuteStage = options.keepSource ? 'keep-source' : options.deleteOnly ? 'delete-only' : 'full';
+  // The dry run describes the full move; a narrower preview would mislead.
+  if (stage !== 'full' && options.dryRun !== undefined) throw new UsageError(`--dry-run does not combine with --${stage}`);
+  return stage;
 }
 
 export function executeCommand(): Command {
@@ -40,17 +50,20 @@ export function executeCommand(): Command {
       .option('--storage-class <class>', 'storage class of every copy (default: each source\'s own)', storageClassOption)
       .option('--sse-kms-key-id <id>', 'encrypt every copy with this KMS key (default: as each source is)')
       .option('--overwrite', 'replace a different object at the destination instead of recording a conflict', false)
+      .option('--keep-source', 'copy and rewrite the rows but leave every source in place (keys wait in db_updated for --delete-only)', false)
+      .option('--delete-only', 'only delete the sources of keys already moved (db_updated), each after checking its target is intact', false)
       .option('--dry-run [n]', 'print the next n actions (default 20) and what would be refused; claims and changes nothing', intOption('--dry-run', 1, 100_000))
       .option('--retry-failed', 're-queue failed keys before starting', false)
       .option('--progress-interval <s>', 'seconds between progress lines when not on a terminal', intOption('--progress-interval', 1, 3600), 10)
       .option('--quiet', 'no progress output', false)
       .addHelpText(
         'after',
-        '\nExit codes: 0 all keys settled (done, missing or superseded); 1 a key failed or is in conflict; 2 usage or\nconfiguration error; 130/143 interrupted (run again to resume).\n\nExamples:\n  bucket-migrate execute --threads 4\n  bucket-migrate execute --limit 1000 --threads 1   # a canary\n  bucket-migrate execute --dry-run 50',
+        '\nExit codes: 0 all keys settled (done, missing or superseded); 1 a key failed or is in conflict; 2 usage or\nconfiguration error; 130/143 interrupted (run again to resume).\n\nExamples:\n  bucket-migrate execute --threads 4\n  bucket-migrate execute --limit 1000 --threads 1   # a canary\n  bucket-migrate execute --dry-run 50\n  bucket-migrate execute --keep-source        # staged cutover: sources stay\n  bucket-migrate execute --delete-only        # later: delete the moved sources',
       ),
   ).action(async (options, command: Command) => {
     const migrate = configFrom(options);
     requireDatabaseUrl(migrate);
+    const stage = stageFrom(options);
     const code = await execute(
       {
         migrate,
@@ -65,6 +78,7 @@ export function executeCommand(): Command {
         partSize: options.partSize,
         maxRps: options.maxRps,
         limit: options.limit,
+        stage,
         destCheck: options.destCheck as DestCheck,
         overwrite: options.overwrite,
         storageClass: options.storageClass,

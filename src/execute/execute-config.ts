@@ -1,4 +1,5 @@
 import type { MigrateConfig } from '../config/config.js';
+import type { ExecuteStage } from './stage.js';
 
 /** How a destination that may already exist is detected before a copy. */
 export type DestCheck =
@@ -39,6 +40,8 @@ export interface ExecuteConfig {
   backoffSeconds: number;
   /** Stop after this many keys have been claimed (0: no limit). */
   limit: number;
+  /** Which part of the move this run does (default `full`). */
+  stage?: ExecuteStage;
   /** This process's id, prefix of every worker's lease owner id. */
   processId: string;
 }

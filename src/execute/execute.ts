@@ -8,6 +8,7 @@ import { UsageError } from '../errors.js';
 import { bindLedgerConfig, ledgerExists } from '../ledger/ledger-config.js';
 import { countStates, finishRun, startRun } from '../ledger/runs.js';
 import { requeueFailed } from '../ledger/state-machine.js';
+import { printRefusedDeletes } from './refused-deletes.js';
 import { createS3Client } from '../s3/client.js';
 import { checkLocation } from '../s3/preflight.js';
 import { formatDuration, formatRate, out } from '../util/output.js';
@@ -112,6 +113,10 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
         `${summary.requests} S3 requests, ${summary.retries} retried, ${summary.throttles} throttled`,
     );
     out.info(`ledger: ${Object.entries(states).map(([s, n]) => `${s} ${n}`).join(', ') || 'empty'}`);
+    if (config.stage === 'delete-only' || config.stage === 'full') await printRefusedDeletes({ db, schema });
+    if (config.stage === 'keep-source' && (states.db_updated ?? 0) > 0) {
+      out.info(`${states.db_updated} keys moved with their sources kept: validate, then run execute --delete-only`);
+    }
 
     let exitCode = 0;
     let status: 'succeeded' | 'failed' | 'interrupted' = 'succeeded';
@@ -150,6 +155,7 @@ function executeSettings(config: ExecuteConfig): Record<string, unknown> {
     destCheck: config.destCheck,
     maxRps: config.maxRps,
     limit: config.limit,
+    stage: config.stage ?? 'full',
     host: os.hostname(),
   };
 }

@@ -10,9 +10,11 @@ import {
   type LedgerContext,
   type LedgerRow,
 } from '../ledger/state-machine.js';
+import { parkDbUpdated, refuseDelete } from '../ledger/staged.js';
 import { copyObjects, type CopyContext } from './copy-objects.js';
 import { bump } from './counters.js';
 import { deleteSources } from './delete-sources.js';
+import { verifyTargets } from './verify-targets.js';
 
 /** A worker's view of the world while it moves one batch. */
 export interface BatchContext {
@@ -71,10 +73,19 @@ export async function processBatch(ctx: BatchContext, rows: LedgerRow[]): Promis
     bump(counters, 'superseded', committed.filter((c) => c.state === 'superseded').length);
 
     // 3. db_updated → done
-    const toDelete = [
-      ...rows.filter((r) => r.state === 'db_updated').map((r) => r.id),
-      ...committed.filter((c) => c.state === 'db_updated').map((c) => c.id),
-    ].map((id) => byId.get(id)!);
+    const justCommitted = committed.filter((c) => c.state === 'db_updated').map((c) => byId.get(c.id)!);
+    if (ctx.s3.config.stage === 'keep-source') {
+      await withDbRetry(() => parkDbUpdated(ledger, justCommitted.map((r) => r.id)));
+      return;
+    }
+    // A key claimed already in db_updated was committed by an earlier run (a
+    // --keep-source stage, or one that crashed): anything may have happened
+    // to its target since, so it is checked before the source goes.
+    const target = await verifyTargets(ctx.s3, rows.filter((r) => r.state === 'db_updated'));
+    bump(counters, 'failed', (await withDbRetry(() => refuseDelete(ledger, target.refused))).length);
+    await fail(target.failed);
+    if (target.fatal) throw new FatalError(target.fatal);
+    const toDelete = [...target.ok, ...justCommitted];
     const deleted = await deleteSources(ctx.s3, toDelete);
     bump(counters, 'done', (await withDbRetry(() => markDone(ledger, deleted.deleted))).length);
     await fail(deleted.failed);

@@ -4,13 +4,14 @@ import { sql } from 'kysely';
 import { createDatabase } from '../db/database.js';
 import { withDbRetry } from '../db/retry.js';
 import { FatalError, oneLine } from '../errors.js';
-import { claimBatch, releaseLeases, type LedgerContext } from '../ledger/state-machine.js';
+import { claimBatch, releaseLeases, type LedgerContext, type LiveState } from '../ledger/state-machine.js';
 import { createS3Client } from '../s3/client.js';
 import { AdaptiveLimiter } from '../s3/limiter.js';
 import type { RequestStats } from '../s3/retry.js';
 import { COUNTER, bump, read, write } from './counters.js';
 import type { ExecuteConfig } from './execute-config.js';
 import { processBatch, type BatchContext } from './process-batch.js';
+import { stageStates } from './stage.js';
 
 /** What a worker thread hands to the main thread when it ends. */
 export interface WorkerResult {
@@ -55,6 +56,7 @@ export async function runWorker(task: WorkerTask): Promise<WorkerResult> {
   };
   const ctx: BatchContext = { ledger, s3: { s3, limiter, stats, config }, counters };
   const stopping = () => read(counters, 'stop') === 1;
+  const states = stageStates(config.stage);
   const result: WorkerResult = { stats };
 
   const loop = async (lane: number) => {
@@ -62,10 +64,10 @@ export async function runWorker(task: WorkerTask): Promise<WorkerResult> {
     while (!stopping()) {
       const want = reserve(counters, config.batchSize, config.limit);
       if (want === 0) return;
-      const rows = await withDbRetry(() => claimBatch(laneCtx.ledger, want, config.leaseSeconds));
+      const rows = await withDbRetry(() => claimBatch(laneCtx.ledger, want, config.leaseSeconds, { states }));
       unreserve(counters, want, rows.length, config.limit);
       if (rows.length === 0) {
-        if (!(await hasLiveRows(laneCtx.ledger))) return;
+        if (!(await hasLiveRows(laneCtx.ledger, states))) return;
         await sleep(500);
         continue;
       }
@@ -112,12 +114,17 @@ function unreserve(counters: Int32Array, wanted: number, got: number, limit: num
   else Atomics.add(counters, COUNTER.claimed, got);
 }
 
-/** Whether any row is still live (leased elsewhere, or backing off). */
-async function hasLiveRows(ctx: LedgerContext): Promise<boolean> {
+/**
+ * Whether any row this run may claim is still live (leased elsewhere, or
+ * backing off). Only `states` count: rows parked by `--keep-source` must not
+ * keep that run waiting.
+ */
+async function hasLiveRows(ctx: LedgerContext, states: readonly LiveState[]): Promise<boolean> {
   const result = await withDbRetry(() =>
     sql<{ live: boolean }>`
       select exists (select 1 from ${sql.id(ctx.schema, 'migration_ledger')}
-                     where state in ('pending', 'copied', 'db_updated')) as live
+                     where state in ('pending', 'copied', 'db_updated')
+                       and state = any(${states as unknown as string[]}::text[])) as live
     `.execute(ctx.db),
   );
   return result.rows[0]?.live === true;
