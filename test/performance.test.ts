@@ -1,0 +1,186 @@
+/**
+ * The database side of performance, on real Postgres:
+ *
+ * - On a 1,000,000-row table (and a 1,000,000-key ledger from `plan`), every
+ *   per-batch statement finds its rows through an index: the commit updates
+ *   the table by its primary key, and nothing scans a whole table. Checked
+ *   with EXPLAIN of the very SQL and parameters the state machine sends.
+ * - The statements per batch are a constant: whole `execute` runs at two
+ *   batch sizes are counted by the server (`pg_stat_database.xact_commit`:
+ *   every statement of the tool commits on its own), and the difference
+ *   divided by the difference in batches is the per-batch count.
+ */
+import { Kysely, PostgresDialect, type CompiledQuery } from 'kysely';
+import pg from 'pg';
+import t from 'tap';
+import { claimBatch, commitRows, markCopied, markDone, type LedgerContext } from '../src/ledger/state-machine.js';
+import { runCli } from './helpers/cli.js';
+import { listKeys, setupTestEnv } from './helpers/services.js';
+
+async function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url });
+  client.on('error', () => undefined);
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+interface PlanNode {
+  'Node Type': string;
+  'Relation Name'?: string;
+  'Index Name'?: string;
+  Plans?: PlanNode[];
+}
+
+function nodesOf(plan: PlanNode): PlanNode[] {
+  return [plan, ...(plan.Plans ?? []).flatMap(nodesOf)];
+}
+
+const describeNode = (n: PlanNode) => `${n['Node Type']}${n['Relation Name'] ? ` on ${n['Relation Name']}` : ''}${n['Index Name'] ? ` using ${n['Index Name']}` : ''}`;
+
+t.test('on a 1,000,000-row table every per-batch statement uses an index; the commit uses the primary key', async (t) => {
+  const ROWS = 1_000_000;
+  const env = await setupTestEnv(t, { buckets: false });
+  const filled = Date.now();
+  await withClient(env.databaseUrl, async (c) => {
+    await c.query('create table avatars (id serial primary key, path varchar)');
+    await c.query(`insert into avatars (path) select 'image/avatar-' || g || '.png' from generate_series(1, $1::int) g`, [ROWS]);
+    await c.query('analyze avatars');
+  });
+  t.comment(`filled ${ROWS} rows in ${((Date.now() - filled) / 1000).toFixed(1)} s`);
+  const planned = Date.now();
+  const plan = await runCli(['plan'], { env: env.env, timeoutMs: 120_000 });
+  t.equal(plan.code, 0, `plan: ${plan.stderr}`);
+  t.comment(`plan of ${ROWS} rows: ${((Date.now() - planned) / 1000).toFixed(1)} s`);
+
+  // The state machine's statements, captured as sent.
+  const captured: CompiledQuery[] = [];
+  const db = new Kysely<any>({
+    dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: env.databaseUrl, max: 2 }) }),
+    log: (event) => {
+      if (event.level === 'query') captured.push(event.query);
+    },
+  });
+  t.teardown(() => db.destroy());
+  const ctx: LedgerContext = {
+    db,
+    schema: 'bucket_migrate',
+    table: { name: 'avatars' },
+    idColumn: 'id',
+    pathColumn: 'path',
+    idCast: 'int4',
+    me: 'performance-test',
+  };
+  const statements: Record<string, CompiledQuery> = {};
+  const timed = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
+    const before = captured.length;
+    const started = performance.now();
+    const result = await fn();
+    t.comment(`${name}: ${(performance.now() - started).toFixed(1)} ms`);
+    statements[name] = captured[before]!;
+    return result;
+  };
+  const rows = await timed('claim', () => claimBatch(ctx, 500, 600));
+  t.equal(rows.length, 500, 'claimed a batch of 500');
+  const copied = await timed('mark copied', () => markCopied(ctx, rows.map((r) => ({ id: r.id, dstEtag: '"x"' }))));
+  t.equal(copied.length, 500);
+  const committed = await timed('commit table + ledger', () => commitRows(ctx, copied));
+  t.equal(committed.filter((c) => c.state === 'db_updated').length, 500, 'every row moved');
+  const done = await timed('mark done', () => markDone(ctx, committed.map((c) => c.id)));
+  t.equal(done.length, 500);
+  const moved = await withClient(env.databaseUrl, (c) =>
+    c.query<{ n: number }>(`select count(*)::int as n from avatars where path like 'avatar/%'`),
+  );
+  t.equal(moved.rows[0]?.n, 500, 'exactly the batch rows now point at the new prefix');
+
+  for (const [name, statement] of Object.entries(statements)) {
+    const explained = await withClient(env.databaseUrl, (c) =>
+      c.query<{ 'QUERY PLAN': Array<{ Plan: PlanNode }> }>(`explain (format json) ${statement.sql}`, [...statement.parameters]),
+    );
+    const nodes = nodesOf(explained.rows[0]!['QUERY PLAN'][0]!.Plan);
+    const scans = nodes.filter((n) => n['Relation Name']).map(describeNode);
+    t.comment(`${name}: ${scans.join('; ')}`);
+    t.same(
+      nodes.filter((n) => n['Node Type'] === 'Seq Scan').map(describeNode),
+      [],
+      `${name}: no Seq Scan`,
+    );
+    if (name === 'commit table + ledger') {
+      const onTable = nodes.filter((n) => n['Relation Name'] === 'avatars' && n['Node Type'] !== 'ModifyTable');
+      t.ok(onTable.length > 0, 'the commit reads the table');
+      t.ok(
+        onTable.every((n) => /^Index (Only )?Scan$/.test(n['Node Type']) && n['Index Name'] === 'avatars_pkey'),
+        `the table is reached only through its primary key: ${onTable.map(describeNode).join('; ')}`,
+      );
+    }
+  }
+});
+
+t.test('statements per batch are a constant, whatever the batch size', async (t) => {
+  const KEYS = 600;
+  const env = await setupTestEnv(t);
+  const seeded = await runCli(['seed', '--count', String(KEYS), '--quiet'], { env: env.env, timeoutMs: 120_000 });
+  t.equal(seeded.code, 0, `seed: ${seeded.stderr}`);
+
+  // Other transactions in this database would be counted too: no autovacuum.
+  const quiet = (tables: string[]) =>
+    withClient(env.databaseUrl, async (c) => {
+      for (const table of tables) await c.query(`alter table ${table} set (autovacuum_enabled = false, toast.autovacuum_enabled = false)`);
+    });
+  const committedTransactions = () =>
+    withClient(env.databaseUrl, async (c) => {
+      // Exited backends have flushed their counts; make sure ours have too.
+      await c.query('select pg_stat_force_next_flush()').catch(() => undefined);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const result = await c.query<{ n: string }>(
+        'select pg_stat_clear_snapshot(), xact_commit::text as n from pg_stat_database where datname = current_database()',
+      );
+      return Number(result.rows[0]!.n);
+    });
+
+  /** Plans into `schema` and counts the committed transactions of one execute. */
+  const countedRun = async (schema: string, source: { bucket: string; prefix: string }, target: { bucket: string; prefix: string }, batchSize: number) => {
+    const runEnv = {
+      ...env.env,
+      LEDGER_SCHEMA: schema,
+      SOURCE_BUCKET: source.bucket,
+      SOURCE_PREFIX: source.prefix,
+      TARGET_BUCKET: target.bucket,
+      TARGET_PREFIX: target.prefix,
+    };
+    const planned = await runCli(['plan', '--list'], { env: runEnv });
+    t.equal(planned.code, 0, `plan: ${planned.stderr}`);
+    await quiet(['avatars', `${schema}.migration_ledger`]);
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    const before = await committedTransactions();
+    // One thread, one batch in progress: every statement is in the count.
+    const run = await runCli(['execute', '--threads', '1', '--pipeline', '1', '--batch-size', String(batchSize), '--quiet'], {
+      env: runEnv,
+      timeoutMs: 120_000,
+    });
+    t.equal(run.code, 0, `execute: ${run.stderr}`);
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    const after = await committedTransactions();
+    const batches = Math.ceil(KEYS / batchSize);
+    t.comment(`--batch-size ${batchSize}: ${batches} batches, ${after - before} statements`);
+    return { statements: after - before, batches };
+  };
+
+  const image = { bucket: env.sourceBucket, prefix: 'image/' };
+  const avatar = { bucket: env.targetBucket, prefix: 'avatar/' };
+  const small = await countedRun('ledger_small', image, avatar, 25);
+  t.equal((await listKeys(env.s3client, env.targetBucket, 'avatar/')).length, KEYS, 'first run moved every key');
+  // And back: the second run's source is the first run's target.
+  const large = await countedRun('ledger_large', avatar, image, 300);
+  t.equal((await listKeys(env.s3client, env.sourceBucket, 'image/')).length, KEYS, 'second run moved every key back');
+
+  const perBatch = (small.statements - large.statements) / (small.batches - large.batches);
+  const fixed = large.statements - perBatch * large.batches;
+  t.comment(`per batch: ${perBatch.toFixed(2)} statements (claim, mark copied, commit table + ledger, mark done); per run: ${fixed.toFixed(1)}`);
+  t.ok(perBatch >= 3.5 && perBatch <= 4.5, `4 statements per batch of any size (measured ${perBatch.toFixed(2)})`);
+  t.ok(fixed > 0 && fixed < 60, `a small constant per run for checks, start and summary (measured ${fixed.toFixed(1)})`);
+  t.ok(small.statements / KEYS < 0.25, `even at 25 keys a batch, ${(small.statements / KEYS).toFixed(2)} statements per key`);
+});
