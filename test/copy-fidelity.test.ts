@@ -248,4 +248,51 @@ t.test('an archived source (403 InvalidObjectState) is archived, not fatal, and 
   t.ok(await getBytes(env.s3client, env.sourceBucket, 'image/frozen.png'), 'the archived source is kept');
   const paths = await query<{ path: string }>(env.databaseUrl, `select path from avatars where path like '%frozen.png'`);
   t.same(paths, [{ path: 'image/frozen.png' }], 'its row still names the source');
+
+  // Restored (the proxy is out of the way): --retry-failed re-queues it.
+  const retry = await runCli(['execute', '--threads', '1', '--retry-failed'], { env: env.env });
+  t.equal(retry.code, 0, retry.stderr);
+  t.same(await ledgerStates(env.databaseUrl), { done: 3 });
+  t.same(await getBytes(env.s3client, env.sourceBucket, 'image/frozen.png'), undefined, 'moved once restored');
 });
+
+for (const listed of [true, false]) {
+  t.test(`an SSE-C source is refused at once with a clear reason (${listed ? 'refused copy' : 'refused HEAD, plan without --list'})`, async (t) => {
+    // MinIO only takes SSE-C over TLS, so S3's answers are played by the proxy:
+    // a copy of an SSE-C object without its key is a 400 InvalidRequest naming
+    // server-side encryption, and a HEAD of one a bare 400.
+    const env = await fixture(
+      t,
+      [
+        { key: 'image/secret.png', body: pattern(2000, 12), extra: { ContentType: 'image/png' } },
+        { key: 'image/plain.png', body: pattern(2000, 13), extra: { ContentType: 'image/png' } },
+      ],
+      listed ? ['plan', '--list'] : ['plan'],
+    );
+    const proxy = await startFaultProxy(env.s3.endpoint, {
+      errorFor: (req) => {
+        if (!req.url.includes('secret')) return undefined;
+        if (listed && req.method === 'PUT') {
+          return { status: 400, code: 'InvalidRequest', message: 'The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.' };
+        }
+        if (!listed && req.method === 'HEAD' && req.url.includes(env.sourceBucket)) return { status: 400, code: 'BadRequest' };
+        return undefined;
+      },
+    });
+    t.teardown(() => proxy.close());
+    const run = await runCli(['execute', '--threads', '1'], { env: { ...env.env, S3_ENDPOINT: proxy.endpoint } });
+    t.equal(run.code, 1, run.stderr);
+    t.ok((proxy.stats.injected.errorFor ?? 0) >= 1);
+    const rows = await query<{ src_key: string; state: string; last_error: string | null; failures: number }>(
+      env.databaseUrl,
+      'select src_key, state, last_error, failures from bucket_migrate.migration_ledger order by src_key',
+    );
+    const secret = rows.find((r) => r.src_key === 'image/secret.png');
+    t.equal(secret?.state, 'failed');
+    t.equal(secret?.failures, 1, 'failed at once, not retried');
+    t.match(secret?.last_error, /SSE-C.*not copied/);
+    t.equal(rows.find((r) => r.src_key === 'image/plain.png')?.state, 'done', 'the run went on');
+    t.ok(await getBytes(env.s3client, env.sourceBucket, 'image/secret.png'), 'the source is kept');
+    t.same(await getBytes(env.s3client, env.targetBucket, 'avatar/secret.png'), undefined, 'nothing was copied');
+  });
+}

@@ -255,13 +255,17 @@ export async function releaseLeases(ctx: LedgerContext, ids: number[]): Promise<
   return Number(result.numAffectedRows ?? 0);
 }
 
-/** failed → the state it failed in, with a fresh failure budget (`--retry-failed`). */
+/**
+ * failed → the state it failed in, with a fresh failure budget
+ * (`--retry-failed`). Archived keys go back to pending too: once restored
+ * they can be copied, and one not restored yet only costs one refused copy.
+ */
 export async function requeueFailed(ctx: Pick<LedgerContext, 'db' | 'schema'>): Promise<number> {
   const result = await sql`
     update ${ledger(ctx)}
     set state = coalesce(failed_state, 'pending'), failed_state = null, failures = 0,
         not_before = null, locked_by = null, locked_until = null, updated_at = now()
-    where state = 'failed'
+    where state in ('failed', 'archived')
   `.execute(ctx.db);
   return Number(result.numAffectedRows ?? 0);
 }
