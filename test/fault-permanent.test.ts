@@ -25,13 +25,16 @@ async function scenario(
   extra: string[] = [],
 ): Promise<void> {
   const env = await setupTestEnv(t);
-  t.equal((await runCli(['seed', '--count', String(KEYS), '--quiet'], { env: env.env })).code, 0);
-  t.equal((await runCli(['plan'], { env: env.env })).code, 0);
+  const seed = await runCli(['seed', '--count', String(KEYS), '--quiet'], { env: env.env });
+  t.equal(seed.code, 0, `seed\n${seed.stderr}`);
+  const plan = await runCli(['plan'], { env: env.env });
+  t.equal(plan.code, 0, `plan\n${plan.stderr}`);
   const baseline = await captureBaseline(env);
   const proxy = await startFaultProxy(env.s3.endpoint, fault);
   t.teardown(() => proxy.close());
   const cliEnv = { ...env.env, S3_ENDPOINT: proxy.endpoint };
   const observer = startInvariantObserver({
+    owner: t,
     databaseUrl: env.databaseUrl,
     s3client: env.s3client,
     sourceBucket: env.sourceBucket,

@@ -21,6 +21,7 @@ t.test('Postgres connections terminated every second during a run', async (t) =>
   t.teardown(() => proxy.close());
   const cliEnv = { ...env.env, S3_ENDPOINT: proxy.endpoint };
   const observer = startInvariantObserver({
+    owner: t,
     databaseUrl: env.databaseUrl,
     s3client: env.s3client,
     sourceBucket: env.sourceBucket,

@@ -31,6 +31,7 @@ t.test('SIGKILL during each state, then resume', async (t) => {
   t.teardown(() => proxy.close());
   const cliEnv = { ...env.env, S3_ENDPOINT: proxy.endpoint };
   const observer = startInvariantObserver({
+    owner: t,
     databaseUrl: env.databaseUrl,
     s3client: env.s3client,
     sourceBucket: env.sourceBucket,

@@ -76,6 +76,7 @@ t.test('two processes; one frozen past its lease, taken over mid-batch, then tha
   t.teardown(() => proxy.close());
   const cliEnv = { ...env.env, S3_ENDPOINT: proxy.endpoint };
   const observer = startInvariantObserver({
+    owner: t,
     databaseUrl: env.databaseUrl,
     s3client: env.s3client,
     sourceBucket: env.sourceBucket,

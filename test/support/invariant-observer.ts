@@ -33,6 +33,12 @@ export interface InvariantObserverOptions {
   idColumn?: string;
   pathColumn?: string;
   intervalMs?: number;
+  /**
+   * A tap test (or anything with `teardown`): the observer is halted when it
+   * ends, so a test that fails before `stop()` does not leave it polling
+   * (which would keep the test process alive until tap's timeout).
+   */
+  owner?: { teardown(fn: () => unknown): void };
 }
 
 export interface Violation {
@@ -49,8 +55,10 @@ export interface InvariantObserver {
   readonly checks: number;
   /** Polls that could not complete (a service was down). */
   readonly errors: number;
-  /** Stops polling after one final complete poll (retried for up to 10 s). */
+  /** Stops polling after one final complete poll (retried for up to 10 s). Idempotent. */
   stop(): Promise<void>;
+  /** Stops polling at once, without a final poll. Idempotent. */
+  halt(): Promise<void>;
 }
 
 export function startInvariantObserver(options: InvariantObserverOptions): InvariantObserver {
@@ -125,6 +133,16 @@ export function startInvariantObserver(options: InvariantObserverOptions): Invar
     }
   })();
 
+  let stopping: Promise<void> | undefined;
+  const halt = async () => {
+    stopped = true;
+    await loop;
+    const c = client;
+    client = undefined;
+    await c?.end().catch(() => undefined);
+  };
+  options.owner?.teardown(() => halt());
+
   return {
     violations,
     get checks() {
@@ -133,21 +151,27 @@ export function startInvariantObserver(options: InvariantObserverOptions): Invar
     get errors() {
       return errors;
     },
-    async stop() {
-      stopped = true;
-      await loop;
-      const deadline = Date.now() + 10_000;
-      for (;;) {
+    halt,
+    stop() {
+      stopping ??= (async () => {
+        stopped = true;
+        await loop;
+        const deadline = Date.now() + 10_000;
         try {
-          await poll();
-          break;
-        } catch (err) {
-          if (Date.now() > deadline) throw err;
-          await new Promise((resolve) => setTimeout(resolve, 200));
+          for (;;) {
+            try {
+              await poll();
+              break;
+            } catch (err) {
+              if (Date.now() > deadline) throw err;
+              await new Promise((resolve) => setTimeout(resolve, 200));
+            }
+          }
+        } finally {
+          await halt();
         }
-      }
-      await client?.end().catch(() => undefined);
-      client = undefined;
+      })();
+      return stopping;
     },
   };
 }
