@@ -1,5 +1,6 @@
 import type { Migration } from 'kysely';
 import { ledgerMigration } from './0001-ledger.js';
+import { auditViewsMigration } from './0002-audit-views.js';
 import { archivedStateMigration } from './0004-archived.js';
 
 /**
@@ -9,6 +10,7 @@ import { archivedStateMigration } from './0004-archived.js';
 export function ledgerMigrations(schema: string): Record<string, Migration> {
   return {
     '0001-ledger': ledgerMigration(schema),
+    '0002-audit-views': auditViewsMigration(schema),
     '0004-archived': archivedStateMigration(schema),
   };
 }

@@ -8,9 +8,10 @@ import { Command, CommanderError } from 'commander';
 import dotenv from 'dotenv';
 import { executeCommand } from './commands/execute-command.js';
 import { migrateCommand } from './commands/migrate-command.js';
-import { notImplementedCommand } from './commands/not-implemented.js';
 import { planCommand } from './commands/plan-command.js';
+import { reportCommand } from './commands/report-command.js';
 import { seedCommand } from './commands/seed-command.js';
+import { validateCommand } from './commands/validate-command.js';
 import { FatalError, UsageError, oneLine } from './errors.js';
 import { out } from './util/output.js';
 
@@ -29,8 +30,8 @@ function program(): Command {
   for (const command of [
     planCommand(),
     executeCommand(),
-    notImplementedCommand('report', 'show where the migration stands, from the ledger'),
-    notImplementedCommand('validate', 'prove the end state against the table and the buckets'),
+    reportCommand(),
+    validateCommand(),
     seedCommand(),
     migrateCommand(),
   ]) {
