@@ -12,7 +12,7 @@ export interface ProgressOptions {
   tty: boolean;
 }
 
-const SETTLED: CounterName[] = ['done', 'conflict', 'missing', 'superseded', 'failed'];
+const SETTLED: CounterName[] = ['done', 'conflict', 'missing', 'superseded', 'failed', 'archived'];
 
 /** This process's counters, as published in its runs row. */
 export function localCounts(counters: Int32Array): Record<string, number> {
