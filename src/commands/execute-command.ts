@@ -53,7 +53,7 @@ export function executeCommand(): Command {
       .option('--keep-source', 'copy and rewrite the rows but leave every source in place (keys wait in db_updated for --delete-only)', false)
       .option('--delete-only', 'only delete the sources of keys already moved (db_updated), each after checking its target is intact', false)
       .option('--dry-run [n]', 'print the next n actions (default 20) and what would be refused; claims and changes nothing', intOption('--dry-run', 1, 100_000))
-      .option('--retry-failed', 're-queue failed keys before starting', false)
+      .option('--retry-failed', 're-queue failed and archived (since restored) keys before starting', false)
       .option('--progress-interval <s>', 'seconds between progress lines when not on a terminal', intOption('--progress-interval', 1, 3600), 10)
       .option('--quiet', 'no progress output', false)
       .addHelpText(

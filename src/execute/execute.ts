@@ -72,7 +72,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     } finally {
       s3.destroy();
     }
-    if (options.retryFailed) out.info(`re-queued ${await requeueFailed({ db, schema })} failed keys`);
+    if (options.retryFailed) out.info(`re-queued ${await requeueFailed({ db, schema })} failed or archived keys`);
 
     const runId = await startRun(db, schema, 'execute', { ...describeConfig(config.migrate), ...executeSettings(config) });
     const pool = new Piscina<WorkerTask, WorkerResult>({
