@@ -2,6 +2,7 @@ import type { Migration } from 'kysely';
 import { ledgerMigration } from './0001-ledger.js';
 import { auditViewsMigration } from './0002-audit-views.js';
 import { archivedStateMigration } from './0004-archived.js';
+import { revertMigration } from './0005-revert.js';
 
 /**
  * The ledger schema's migrations, in order. Names are numbered so that
@@ -12,5 +13,6 @@ export function ledgerMigrations(schema: string): Record<string, Migration> {
     '0001-ledger': ledgerMigration(schema),
     '0002-audit-views': auditViewsMigration(schema),
     '0004-archived': archivedStateMigration(schema),
+    '0005-revert': revertMigration(schema),
   };
 }

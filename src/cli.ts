@@ -9,6 +9,7 @@ import dotenv from 'dotenv';
 import { executeCommand } from './commands/execute-command.js';
 import { migrateCommand } from './commands/migrate-command.js';
 import { planCommand } from './commands/plan-command.js';
+import { revertCommand } from './commands/revert-command.js';
 import { reportCommand } from './commands/report-command.js';
 import { seedCommand } from './commands/seed-command.js';
 import { validateCommand } from './commands/validate-command.js';
@@ -32,6 +33,7 @@ function program(): Command {
     executeCommand(),
     reportCommand(),
     validateCommand(),
+    revertCommand(),
     seedCommand(),
     migrateCommand(),
   ]) {

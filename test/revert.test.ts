@@ -1,0 +1,89 @@
+/**
+ * `revert`: after a full run (copy back, rows back, target copies deleted)
+ * and after `--keep-source` (rows back only). An invariant observer runs
+ * throughout, pointed the other way round: during a revert rows move off
+ * the target, and the tool only ever deletes a target object after no row
+ * names it, while the source only gains objects.
+ */
+import t from 'tap';
+import { runCli } from './helpers/cli.js';
+import { ledgerStates, query } from './helpers/db.js';
+import { listKeys, setupTestEnv, type TestEnv } from './helpers/services.js';
+import { startInvariantObserver } from './support/invariant-observer.js';
+
+/** The observer for a revert: "source" is where rows move off (the target prefix). */
+function observeRevert(env: TestEnv) {
+  return startInvariantObserver({
+    databaseUrl: env.databaseUrl,
+    s3client: env.s3client,
+    sourceBucket: env.targetBucket,
+    sourcePrefix: 'avatar/',
+    targetBucket: env.sourceBucket,
+    targetPrefix: 'image/',
+  });
+}
+
+async function paths(env: TestEnv): Promise<string[]> {
+  return (await query<{ path: string }>(env.databaseUrl, 'select path from avatars order by id')).map((r) => r.path);
+}
+
+t.test('revert after a full run: a canary, then the rest, then a no-op', async (t) => {
+  const env = await setupTestEnv(t);
+  t.equal((await runCli(['seed', '--count', '50', '--quiet'], { env: env.env })).code, 0);
+  const before = await paths(env);
+  t.equal((await runCli(['plan'], { env: env.env })).code, 0);
+  const run = await runCli(['execute', '--quiet'], { env: env.env });
+  t.equal(run.code, 0, run.stderr);
+  t.same(await ledgerStates(env.databaseUrl), { done: 50 });
+
+  const observer = observeRevert(env);
+  const canary = await runCli(['revert', '--limit', '10', '--batch-size', '4', '--quiet'], { env: env.env });
+  t.equal(canary.code, 0, canary.stderr);
+  t.match(canary.stderr, /revert: 10 keys reverted .*\(10 copied back, 0 with their source still in place/);
+  t.same(await ledgerStates(env.databaseUrl), { done: 40, reverted: 10 });
+  t.equal((await listKeys(env.s3client, env.sourceBucket, 'image/')).length, 10);
+  t.equal((await listKeys(env.s3client, env.targetBucket, 'avatar/')).length, 40);
+
+  const rest = await runCli(['revert', '--batch-size', '7'], { env: env.env });
+  t.equal(rest.code, 0, rest.stderr);
+  t.same(await ledgerStates(env.databaseUrl), { reverted: 50 });
+  t.same(await paths(env), before, 'every row names its original key again');
+  t.equal((await listKeys(env.s3client, env.sourceBucket, 'image/')).length, 50, 'every source is back');
+  t.same(await listKeys(env.s3client, env.targetBucket, 'avatar/'), [], 'every target copy is gone');
+  const reverted = await query<{ n: number }>(
+    env.databaseUrl,
+    `select count(*)::int as n from bucket_migrate.migration_ledger where rows_reverted = rows_updated and reverted_at is not null and locked_by is null`,
+  );
+  t.equal(reverted[0]?.n, 50, 'the ledger records which rows went back');
+
+  const again = await runCli(['revert', '--quiet'], { env: env.env, timeoutMs: 20_000 });
+  t.equal(again.code, 0, again.stderr);
+  t.match(again.stderr, /revert: 0 keys reverted/);
+
+  await observer.stop();
+  t.same(observer.violations, [], `no row ever named a missing object (${observer.checks} checks)`);
+});
+
+t.test('revert after --keep-source moves rows only; a row the application changed is left alone', async (t) => {
+  const env = await setupTestEnv(t);
+  t.equal((await runCli(['seed', '--count', '20', '--quiet'], { env: env.env })).code, 0);
+  const before = await paths(env);
+  t.equal((await runCli(['plan'], { env: env.env })).code, 0);
+  t.equal((await runCli(['execute', '--keep-source', '--quiet'], { env: env.env })).code, 0);
+  await query(env.databaseUrl, `update avatars set path = 'uploads/avatar-1-new.png' where id = 1`);
+
+  const observer = observeRevert(env);
+  const back = await runCli(['revert', '--quiet'], { env: env.env });
+  t.equal(back.code, 0, back.stderr);
+  t.match(back.stderr, /revert: 20 keys reverted .*\(0 copied back, 20 with their source still in place: rows only\)/);
+  t.same(await ledgerStates(env.databaseUrl), { reverted: 20 });
+  const now = await paths(env);
+  t.equal(now[0], 'uploads/avatar-1-new.png', 'the changed row is not touched');
+  t.same(now.slice(1), before.slice(1));
+  const one = await query<{ rows_reverted: string[] }>(env.databaseUrl, `select rows_reverted from bucket_migrate.migration_ledger where src_key = 'image/avatar-1.png'`);
+  t.same(one[0]?.rows_reverted, []);
+  t.equal((await listKeys(env.s3client, env.sourceBucket, 'image/')).length, 20, 'sources untouched');
+  t.equal((await listKeys(env.s3client, env.targetBucket, 'avatar/')).length, 20, 'target copies left in place');
+  await observer.stop();
+  t.same(observer.violations, [], `no row ever named a missing object (${observer.checks} checks)`);
+});
