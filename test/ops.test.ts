@@ -80,3 +80,78 @@ t.test('--keep-source and --delete-only are exclusive, and neither combines with
   t.equal(dry.code, 2);
   t.match(dry.stderr, /--dry-run does not combine with --delete-only/);
 });
+
+/**
+ * The whole staged cycle, with the commands docs/RUNBOOK.md gives (keep the
+ * two in step): pre-flight SQL, dry run, canary, staged run, report,
+ * validate, delete-only, final validate, revert.
+ */
+t.test('the runbook cycle: canary, keep-source, validate, delete-only, validate, revert', async (t) => {
+  const env = await setupTestEnv(t);
+  t.equal((await runCli(['seed', '--count', '50', '--quiet'], { env: env.env })).code, 0);
+  const original = await query<{ id: number; path: string }>(env.databaseUrl, 'select id, path from avatars order by id');
+
+  // Pre-flight: rows per prefix (RUNBOOK.md, "Pre-flight").
+  const perPrefix = await query<{ prefix: string; n: number }>(
+    env.databaseUrl,
+    `select case when path like 'image/%' then 'image/' when path like 'avatar/%' then 'avatar/' when path is null then 'null' else 'other' end as prefix,
+            count(*)::int as n
+     from avatars group by 1 order by 1`,
+  );
+  t.same(perPrefix, [{ prefix: 'image/', n: 50 }]);
+
+  const plan = await runCli(['plan', '--list'], { env: env.env });
+  t.equal(plan.code, 0, plan.stderr);
+  const dry = await runCli(['execute', '--dry-run', '20'], { env: env.env });
+  t.equal(dry.code, 0, dry.stderr);
+
+  const forward = startInvariantObserver({ databaseUrl: env.databaseUrl, s3client: env.s3client, sourceBucket: env.sourceBucket, targetBucket: env.targetBucket });
+  const canary = await runCli(['execute', '--keep-source', '--limit', '5', '--threads', '1'], { env: env.env });
+  t.equal(canary.code, 0, canary.stderr);
+  t.same(await ledgerStates(env.databaseUrl), { db_updated: 5, pending: 45 }, 'the canary moved 5 keys, sources kept');
+  const sample = await runCli(['validate', '--sample', '5', '--checks', 'target-objects'], { env: env.env });
+  t.equal(sample.code, 0, sample.stdout + sample.stderr);
+
+  const staged = await runCli(['execute', '--keep-source', '--threads', '2'], { env: env.env });
+  t.equal(staged.code, 0, staged.stderr);
+  const report = await runCli(['report', '--json'], { env: env.env });
+  t.equal(report.code, 0, report.stderr);
+  t.match(JSON.parse(report.stdout), { states: { db_updated: 50 } });
+  const midway = await runCli(['validate', '--checks', 'legacy-rows,target-objects'], { env: env.env });
+  t.equal(midway.code, 0, midway.stdout + midway.stderr);
+  const early = await runCli(['validate'], { env: env.env });
+  t.equal(early.code, 1, 'a full validate fails while the sources are kept, by design');
+
+  const del = await runCli(['execute', '--delete-only', '--threads', '2'], { env: env.env });
+  t.equal(del.code, 0, del.stderr);
+  t.same(await ledgerStates(env.databaseUrl), { done: 50 });
+  const final = await runCli(['validate', '--strict'], { env: env.env });
+  t.equal(final.code, 0, final.stdout + final.stderr);
+  await forward.stop();
+  t.same(forward.violations, [], `forward: no row ever named a missing object (${forward.checks} checks)`);
+
+  const backward = startInvariantObserver({
+    databaseUrl: env.databaseUrl,
+    s3client: env.s3client,
+    sourceBucket: env.targetBucket,
+    sourcePrefix: 'avatar/',
+    targetBucket: env.sourceBucket,
+    targetPrefix: 'image/',
+  });
+  const revertCanary = await runCli(['revert', '--limit', '5'], { env: env.env });
+  t.equal(revertCanary.code, 0, revertCanary.stderr);
+  const revertAll = await runCli(['revert'], { env: env.env });
+  t.equal(revertAll.code, 0, revertAll.stderr);
+  t.same(await ledgerStates(env.databaseUrl), { reverted: 50 });
+  t.same(await query(env.databaseUrl, 'select id, path from avatars order by id'), original, 'every row is back');
+  t.equal((await listKeys(env.s3client, env.sourceBucket, 'image/')).length, 50);
+  t.same(await listKeys(env.s3client, env.targetBucket, 'avatar/'), []);
+  const after = await runCli(['report', '--json'], { env: env.env });
+  t.equal(after.code, 0, after.stderr);
+  await backward.stop();
+  t.same(backward.violations, [], `revert: no row ever named a missing object (${backward.checks} checks)`);
+
+  // Cleanup after the retention period (RUNBOOK.md, "Cleanup").
+  await query(env.databaseUrl, 'drop schema bucket_migrate cascade');
+  t.same(await query(env.databaseUrl, `select 1 from pg_namespace where nspname = 'bucket_migrate'`), []);
+});
