@@ -19,7 +19,7 @@ t.test('Postgres connections terminated every second during a run', async (t) =>
   // Slow S3 down a little so the run spans several terminations.
   const proxy = await startFaultProxy(env.s3.endpoint, { latencyMs: 30 });
   t.teardown(() => proxy.close());
-  const cliEnv = { ...env.env, S3_ENDPOINT: proxy.endpoint };
+  const cliEnv = { ...env.env, S3_ENDPOINT: proxy.endpoint, BUCKET_MIGRATE_DEBUG: '1' };
   const observer = startInvariantObserver({
     owner: t,
     databaseUrl: env.databaseUrl,
@@ -49,7 +49,7 @@ t.test('Postgres connections terminated every second during a run', async (t) =>
     runs.push(run);
     const states = await ledgerStates(env.databaseUrl);
     if (run.code === 0 && Object.keys(states).every((s) => s === 'done')) break;
-    t.comment(`execute exited ${run.code} (${JSON.stringify(states)}): ${run.stderr.trim().split('\n').slice(-2).join(' | ')}`);
+    t.comment(`execute exited ${run.code} (${JSON.stringify(states)}): ${run.stderr.trim().split('\n').slice(-12).join(' | ')}`);
   }
   killing = false;
   await killer;

@@ -31,6 +31,12 @@ export function createDatabase(config: DatabaseConfig): Kysely<any> {
   // An idle client dropped by the server (pg_terminate_backend, failover)
   // emits 'error' on the pool; without a listener that kills the process.
   pool.on('error', () => undefined);
+  // A client checked out of the pool (inside a transaction, or the
+  // migrator's lock) has no pool listener: a termination arriving between
+  // two of its statements would be an unhandled 'error' event and crash the
+  // process. The error still reaches the next query on that client, as a
+  // connection error that the callers' retries recognise.
+  pool.on('connect', (client) => client.on('error', () => undefined));
   return new Kysely<any>({ dialect: new PostgresDialect({ pool }) });
 }
 

@@ -1,6 +1,7 @@
 import { Migrator, type Kysely, type MigrationProvider } from 'kysely';
 import { ledgerMigrations } from '../../migrations/index.js';
 import { FatalError } from '../errors.js';
+import { isTransientDbError } from './database.js';
 
 /** What `migrateLedger` did. */
 export interface MigrateResult {
@@ -22,6 +23,8 @@ export async function migrateLedger(db: Kysely<any>, schema: string): Promise<Mi
   });
   const { error, results } = await migrator.migrateToLatest();
   if (error) {
+    // A dropped connection is not a broken migration: let the caller retry.
+    if (isTransientDbError(error)) throw error;
     const failed = results?.find((r) => r.status === 'Error')?.migrationName ?? 'a migration';
     const message = error instanceof Error ? error.message : String(error);
     throw new FatalError(`applying ${failed} to schema ${schema} failed: ${message}`);

@@ -3,6 +3,7 @@ import { Piscina } from 'piscina';
 import { describeConfig } from '../config/config.js';
 import { createDatabase, checkConnection } from '../db/database.js';
 import { migrateLedger } from '../db/migrate.js';
+import { withDbRetry } from '../db/retry.js';
 import { inspectTable } from '../db/table-info.js';
 import { UsageError } from '../errors.js';
 import { bindLedgerConfig, ledgerExists } from '../ledger/ledger-config.js';
@@ -55,12 +56,15 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
   process.on('SIGTERM', onSignal);
   try {
     await checkConnection(db, url);
-    if (!(await ledgerExists(db, schema))) {
+    // Every statement of the main thread rides out a dropped connection
+    // (failover, pg_terminate_backend) like the workers' do: each is
+    // idempotent or guarded, so running it again is harmless.
+    if (!(await withDbRetry(() => ledgerExists(db, schema)))) {
       throw new UsageError(`there is no ledger in schema ${schema}: run bucket-migrate plan first`);
     }
-    await migrateLedger(db, schema);
-    await bindLedgerConfig(db, config.migrate, 'use');
-    const table = await inspectTable(db, config.migrate.table, config.migrate.idColumn, config.migrate.pathColumn);
+    await withDbRetry(() => migrateLedger(db, schema));
+    await withDbRetry(() => bindLedgerConfig(db, config.migrate, 'use'));
+    const table = await withDbRetry(() => inspectTable(db, config.migrate.table, config.migrate.idColumn, config.migrate.pathColumn));
     const s3 = createS3Client(config.migrate.s3, { maxSockets: 8 });
     try {
       await checkLocation(s3, config.migrate.source, 'SOURCE_BUCKET');
@@ -72,9 +76,9 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     } finally {
       s3.destroy();
     }
-    if (options.retryFailed) out.info(`re-queued ${await requeueFailed({ db, schema })} failed or archived keys`);
+    if (options.retryFailed) out.info(`re-queued ${await withDbRetry(() => requeueFailed({ db, schema }))} failed or archived keys`);
 
-    const runId = await startRun(db, schema, 'execute', { ...describeConfig(config.migrate), ...executeSettings(config) });
+    const runId = await withDbRetry(() => startRun(db, schema, 'execute', { ...describeConfig(config.migrate), ...executeSettings(config) }));
     const pool = new Piscina<WorkerTask, WorkerResult>({
       filename: WORKER.href,
       minThreads: config.threads,
@@ -84,7 +88,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     });
 
     const started = Date.now();
-    const progress = await startProgress(db, schema, runId, counters, options.progress);
+    const progress = await withDbRetry(() => startProgress(db, schema, runId, counters, options.progress));
     let results: WorkerResult[];
     try {
       results = await Promise.all(
@@ -96,7 +100,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     }
 
     const seconds = (Date.now() - started) / 1000;
-    const states = await countStates(db, schema);
+    const states = await withDbRetry(() => countStates(db, schema));
     const fatal = results.find((r) => r.fatal)?.fatal;
     const moved = read(counters, 'done');
     const summary = {
@@ -113,7 +117,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
         `${summary.requests} S3 requests, ${summary.retries} retried, ${summary.throttles} throttled`,
     );
     out.info(`ledger: ${Object.entries(states).map(([s, n]) => `${s} ${n}`).join(', ') || 'empty'}`);
-    if (config.stage === 'delete-only' || config.stage === 'full') await printRefusedDeletes({ db, schema });
+    if (config.stage === 'delete-only' || config.stage === 'full') await withDbRetry(() => printRefusedDeletes({ db, schema }));
     if (config.stage === 'keep-source' && (states.db_updated ?? 0) > 0) {
       out.info(`${states.db_updated} keys moved with their sources kept: validate, then run execute --delete-only`);
     }
@@ -133,7 +137,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
       exitCode = 1;
       status = 'failed';
     }
-    await finishRun(db, schema, runId, status, exitCode, summary);
+    await withDbRetry(() => finishRun(db, schema, runId, status, exitCode, summary));
     return exitCode;
   } finally {
     process.off('SIGINT', onSignal);
