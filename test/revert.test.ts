@@ -5,10 +5,12 @@
  * the target, and the tool only ever deletes a target object after no row
  * names it, while the source only gains objects.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
-import { runCli } from './helpers/cli.js';
+import { runCli, spawnCli } from './helpers/cli.js';
 import { ledgerStates, query } from './helpers/db.js';
 import { listKeys, setupTestEnv, type TestEnv } from './helpers/services.js';
+import { startFaultProxy } from './support/fault-proxy.js';
 import { startInvariantObserver } from './support/invariant-observer.js';
 
 /** The observer for a revert: "source" is where rows move off (the target prefix). */
@@ -84,6 +86,46 @@ t.test('revert after --keep-source moves rows only; a row the application change
   t.same(one[0]?.rows_reverted, []);
   t.equal((await listKeys(env.s3client, env.sourceBucket, 'image/')).length, 20, 'sources untouched');
   t.equal((await listKeys(env.s3client, env.targetBucket, 'avatar/')).length, 20, 'target copies left in place');
+  await observer.stop();
+  t.same(observer.violations, [], `no row ever named a missing object (${observer.checks} checks)`);
+});
+
+t.test('revert killed (SIGKILL) with keys part-way back, then resumed', async (t) => {
+  const env = await setupTestEnv(t);
+  t.equal((await runCli(['seed', '--count', '60', '--quiet'], { env: env.env })).code, 0);
+  const before = await paths(env);
+  t.equal((await runCli(['plan'], { env: env.env })).code, 0);
+  t.equal((await runCli(['execute', '--quiet'], { env: env.env })).code, 0);
+  // Slow target deletes (DeleteObjects is a POST) hold keys in `reverting`: rows back, copy not yet deleted.
+  const proxy = await startFaultProxy(env.s3.endpoint);
+  t.teardown(() => proxy.close());
+  proxy.setConfig({ latencyMs: 2_000, match: (r) => r.method === 'POST' });
+  const cliEnv = { ...env.env, S3_ENDPOINT: proxy.endpoint };
+  const observer = observeRevert(env);
+  const args = ['revert', '--batch-size', '5', '--concurrency', '4', '--lease-seconds', '2', '--backoff-seconds', '0', '--quiet'];
+  let killedReverting = 0;
+  for (let round = 0; round < 3; round++) {
+    const child = spawnCli(args, { env: cliEnv, timeoutMs: 60_000 });
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const rows = await query<{ n: number }>(env.databaseUrl, `select count(*)::int as n from bucket_migrate.migration_ledger where state = 'reverting'`);
+      if ((rows[0]?.n ?? 0) > 0 || Date.now() > deadline) {
+        if ((rows[0]?.n ?? 0) > 0) killedReverting += 1;
+        break;
+      }
+      await sleep(25);
+    }
+    child.child.kill('SIGKILL');
+    t.equal((await child.result).signal, 'SIGKILL', `round ${round + 1}: killed`);
+  }
+  t.equal(killedReverting, 3, 'every kill left keys in reverting');
+  proxy.setConfig({});
+  const final = await runCli(['revert', '--lease-seconds', '2', '--quiet'], { env: cliEnv, timeoutMs: 120_000 });
+  t.equal(final.code, 0, final.stderr);
+  t.same(await ledgerStates(env.databaseUrl), { reverted: 60 });
+  t.same(await paths(env), before, 'every row names its original key again');
+  t.equal((await listKeys(env.s3client, env.sourceBucket, 'image/')).length, 60);
+  t.same(await listKeys(env.s3client, env.targetBucket, 'avatar/'), []);
   await observer.stop();
   t.same(observer.violations, [], `no row ever named a missing object (${observer.checks} checks)`);
 });
