@@ -71,4 +71,11 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+// `bucket-migrate report | head` closes stdout early: that is the reader's
+// choice, not an error worth a stack trace.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw err;
+});
+
 process.exitCode = await main(process.argv);
