@@ -56,9 +56,10 @@ export function executeCommand(): Command {
       .option('--retry-failed', 're-queue failed and archived (since restored) keys before starting', false)
       .option('--progress-interval <s>', 'seconds between progress lines when not on a terminal', intOption('--progress-interval', 1, 3600), 10)
       .option('--quiet', 'no progress output', false)
+      .option('--metrics-port <port>', 'serve Prometheus metrics on http://0.0.0.0:<port>/metrics while the run lasts (0: any free port)', intOption('--metrics-port', 0, 65_535))
       .addHelpText(
         'after',
-        '\nExit codes: 0 all keys settled (done, missing or superseded); 1 a key failed or is in conflict; 2 usage or\nconfiguration error; 130/143 interrupted (run again to resume).\n\nExamples:\n  bucket-migrate execute --threads 4\n  bucket-migrate execute --limit 1000 --threads 1   # a canary\n  bucket-migrate execute --dry-run 50\n  bucket-migrate execute --keep-source        # staged cutover: sources stay\n  bucket-migrate execute --delete-only        # later: delete the moved sources',
+        '\nExit codes: 0 all keys settled (done, missing or superseded); 1 a key failed or is in conflict; 2 usage or\nconfiguration error; 130/143 interrupted (run again to resume).\n\nExamples:\n  bucket-migrate execute --threads 4\n  bucket-migrate execute --limit 1000 --threads 1   # a canary\n  bucket-migrate execute --dry-run 50\n  bucket-migrate execute --keep-source        # staged cutover: sources stay\n  bucket-migrate execute --delete-only        # later: delete the moved sources\n  bucket-migrate execute --metrics-port 9464   # Prometheus scrapes /metrics',
       ),
   ).action(async (options, command: Command) => {
     const migrate = configFrom(options);
@@ -87,6 +88,7 @@ export function executeCommand(): Command {
       },
       {
         retryFailed: options.retryFailed,
+        metricsPort: options.metricsPort,
         dryRun: options.dryRun === true ? 20 : options.dryRun,
         progress: { quiet: options.quiet, intervalSeconds: options.progressInterval, tty: process.stderr.isTTY === true },
       },

@@ -9,6 +9,7 @@ import { UsageError } from '../errors.js';
 import { bindLedgerConfig, ledgerExists } from '../ledger/ledger-config.js';
 import { countStates, finishRun, startRun } from '../ledger/runs.js';
 import { requeueFailed } from '../ledger/state-machine.js';
+import { startMetrics } from './metrics.js';
 import { printRefusedDeletes } from './refused-deletes.js';
 import { createS3Client } from '../s3/client.js';
 import { checkLocation } from '../s3/preflight.js';
@@ -25,6 +26,8 @@ export interface ExecuteRunOptions {
   /** Print the next N actions instead of running (0: run). */
   dryRun?: number;
   progress: ProgressOptions;
+  /** Serve Prometheus metrics on this port while the run lasts (`--metrics-port`). */
+  metricsPort?: number;
 }
 
 const WORKER = new URL('../../workers/migrate-worker.js', import.meta.url);
@@ -78,7 +81,10 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     }
     if (options.retryFailed) out.info(`re-queued ${await withDbRetry(() => requeueFailed({ db, schema }))} failed or archived keys`);
 
+    // Before the run is recorded: a port in use must not leave a run 'running'.
+    const metrics = options.metricsPort === undefined ? undefined : await startMetrics({ port: options.metricsPort, counters, stage: config.stage ?? 'full' });
     const runId = await withDbRetry(() => startRun(db, schema, 'execute', { ...describeConfig(config.migrate), ...executeSettings(config) }));
+    metrics?.setRunId(runId);
     const pool = new Piscina<WorkerTask, WorkerResult>({
       filename: WORKER.href,
       minThreads: config.threads,
@@ -97,6 +103,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     } finally {
       await progress.stop();
       await pool.destroy();
+      await metrics?.stop();
     }
 
     const seconds = (Date.now() - started) / 1000;

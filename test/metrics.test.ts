@@ -1,0 +1,58 @@
+/** `execute --metrics-port`: Prometheus text while the run lasts. */
+import t from 'tap';
+import { runCli, spawnCli } from './helpers/cli.js';
+import { setupTestEnv } from './helpers/services.js';
+import { startFaultProxy } from './support/fault-proxy.js';
+
+t.test('--metrics-port serves Prometheus text during the run', async (t) => {
+  const env = await setupTestEnv(t);
+  t.equal((await runCli(['seed', '--count', '30', '--quiet'], { env: env.env })).code, 0);
+  t.equal((await runCli(['plan'], { env: env.env })).code, 0);
+  // Slow copies keep the run alive long enough to scrape it.
+  const proxy = await startFaultProxy(env.s3.endpoint);
+  t.teardown(() => proxy.close());
+  proxy.setConfig({ latencyMs: 300, match: (r) => r.method === 'PUT' });
+  const child = spawnCli(['execute', '--metrics-port', '0', '--threads', '1', '--concurrency', '1', '--batch-size', '2', '--quiet'], {
+    env: { ...env.env, S3_ENDPOINT: proxy.endpoint },
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    let seen = '';
+    child.child.stderr!.on('data', (chunk: Buffer | string) => {
+      seen += chunk.toString();
+      const match = /metrics: http:\/\/[^:]+:(\d+)\/metrics/.exec(seen);
+      if (match) resolve(Number(match[1]));
+    });
+    child.child.once('close', () => reject(new Error(`no metrics line:\n${seen}`)));
+  });
+  let text = '';
+  for (let i = 0; i < 50; i++) {
+    const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+    t.equal(res.status, 200);
+    text = await res.text();
+    if (/bucket_migrate_keys_total\{outcome="done",run_id="\d+"\} [1-9]/.test(text)) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  t.match(text, /# TYPE bucket_migrate_keys_total counter/);
+  t.match(text, /bucket_migrate_keys_total\{outcome="done",run_id="\d+"\} [1-9]/, 'done keys are counted while the run lasts');
+  t.match(text, /bucket_migrate_run_info\{stage="full",run_id="\d+"\} 1/);
+  t.match(text, /bucket_migrate_keys_claimed\{run_id="\d+"\} \d+/);
+  t.match(text, /bucket_migrate_process_resident_memory_bytes\{/);
+  const notFound = await fetch(`http://127.0.0.1:${port}/`);
+  t.equal(notFound.status, 404);
+  const result = await child.result;
+  t.equal(result.code, 0, result.stderr);
+});
+
+t.test('--metrics-port on a port in use is a usage error before anything runs', async (t) => {
+  const env = await setupTestEnv(t);
+  t.equal((await runCli(['seed', '--count', '3', '--quiet'], { env: env.env })).code, 0);
+  t.equal((await runCli(['plan'], { env: env.env })).code, 0);
+  const http = await import('node:http');
+  const blocker = http.createServer();
+  await new Promise<void>((resolve) => blocker.listen(0, resolve));
+  t.teardown(() => blocker.close());
+  const port = (blocker.address() as { port: number }).port;
+  const result = await runCli(['execute', '--metrics-port', String(port), '--quiet'], { env: env.env });
+  t.equal(result.code, 2, result.stderr);
+  t.match(result.stderr, new RegExp(`--metrics-port ${port}: .*EADDRINUSE`));
+});
