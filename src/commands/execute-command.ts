@@ -6,6 +6,7 @@ import { execute } from '../execute/execute.js';
 import type { DestCheck } from '../execute/execute-config.js';
 import type { ExecuteStage } from '../execute/stage.js';
 import { UsageError } from '../errors.js';
+import { enableJsonLogs } from '../util/json-log.js';
 import { CORES, configFrom, intOption, sizeOption, withConfigOptions } from './options.js';
 
 // Copying into an archive class works; restoring out of one is not a copy.
@@ -56,12 +57,15 @@ export function executeCommand(): Command {
       .option('--retry-failed', 're-queue failed and archived (since restored) keys before starting', false)
       .option('--progress-interval <s>', 'seconds between progress lines when not on a terminal', intOption('--progress-interval', 1, 3600), 10)
       .option('--quiet', 'no progress output', false)
+      .addOption(new Option('--log-format <format>', 'stderr lines as text, or one JSON object per line with the run id').choices(['text', 'json']).default('text'))
       .option('--metrics-port <port>', 'serve Prometheus metrics on http://0.0.0.0:<port>/metrics while the run lasts (0: any free port)', intOption('--metrics-port', 0, 65_535))
       .addHelpText(
         'after',
         '\nExit codes: 0 all keys settled (done, missing or superseded); 1 a key failed or is in conflict; 2 usage or\nconfiguration error; 130/143 interrupted (run again to resume).\n\nExamples:\n  bucket-migrate execute --threads 4\n  bucket-migrate execute --limit 1000 --threads 1   # a canary\n  bucket-migrate execute --dry-run 50\n  bucket-migrate execute --keep-source        # staged cutover: sources stay\n  bucket-migrate execute --delete-only        # later: delete the moved sources\n  bucket-migrate execute --metrics-port 9464   # Prometheus scrapes /metrics',
       ),
   ).action(async (options, command: Command) => {
+    const processId = `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+    if (options.logFormat === 'json') enableJsonLogs({ command: 'execute', process_id: processId });
     const migrate = configFrom(options);
     requireDatabaseUrl(migrate);
     const stage = stageFrom(options);
@@ -84,13 +88,13 @@ export function executeCommand(): Command {
         overwrite: options.overwrite,
         storageClass: options.storageClass,
         sseKmsKeyId: options.sseKmsKeyId,
-        processId: `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`,
+        processId,
       },
       {
         retryFailed: options.retryFailed,
         metricsPort: options.metricsPort,
         dryRun: options.dryRun === true ? 20 : options.dryRun,
-        progress: { quiet: options.quiet, intervalSeconds: options.progressInterval, tty: process.stderr.isTTY === true },
+        progress: { quiet: options.quiet, intervalSeconds: options.progressInterval, tty: process.stderr.isTTY === true && options.logFormat !== 'json' },
       },
     );
     command.setOptionValue('exitCode', code);

@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import os from 'node:os';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { requireDatabaseUrl } from '../config/config.js';
 import { revert } from '../revert/revert.js';
+import { enableJsonLogs } from '../util/json-log.js';
 import { configFrom, intOption, withConfigOptions } from './options.js';
 
 /** `bucket-migrate revert`: moves migrated keys back to the source. */
@@ -24,12 +25,15 @@ export function revertCommand(): Command {
       .option('--backoff-seconds <n>', 'first wait before a failed key is retried (doubles each time)', intOption('--backoff-seconds', 0, 3600), 2)
       .option('--retry-failed', 'give keys revert gave up on a fresh budget before starting', false)
       .option('--quiet', 'no progress output', false)
+      .addOption(new Option('--log-format <format>', 'stderr lines as text, or one JSON object per line with the run id').choices(['text', 'json']).default('text'))
       .addHelpText(
         'after',
         '\nExit codes: 0 every key claimed was reverted; 1 a key could not be reverted (listed) or a fatal error;\n2 usage or configuration error; 130/143 interrupted (run again to resume).\n\n' +
           'Examples:\n  bucket-migrate revert --limit 10     # a canary\n  bucket-migrate revert                # everything migrated\n  bucket-migrate revert --retry-failed',
       ),
   ).action(async (options, command: Command) => {
+    const processId = `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+    if (options.logFormat === 'json') enableJsonLogs({ command: 'revert', process_id: processId });
     const migrate = configFrom(options);
     requireDatabaseUrl(migrate);
     const code = await revert({
@@ -42,7 +46,7 @@ export function revertCommand(): Command {
       limit: options.limit,
       retryFailed: options.retryFailed,
       quiet: options.quiet,
-      processId: `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`,
+      processId,
     });
     command.setOptionValue('exitCode', code);
     process.exitCode = code;

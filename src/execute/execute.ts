@@ -9,6 +9,7 @@ import { UsageError } from '../errors.js';
 import { bindLedgerConfig, ledgerExists } from '../ledger/ledger-config.js';
 import { countStates, finishRun, startRun } from '../ledger/runs.js';
 import { requeueFailed } from '../ledger/state-machine.js';
+import { addLogFields } from '../util/json-log.js';
 import { startMetrics } from './metrics.js';
 import { printRefusedDeletes } from './refused-deletes.js';
 import { createS3Client } from '../s3/client.js';
@@ -85,6 +86,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     const metrics = options.metricsPort === undefined ? undefined : await startMetrics({ port: options.metricsPort, counters, stage: config.stage ?? 'full' });
     const runId = await withDbRetry(() => startRun(db, schema, 'execute', { ...describeConfig(config.migrate), ...executeSettings(config) }));
     metrics?.setRunId(runId);
+    addLogFields({ run_id: runId });
     const pool = new Piscina<WorkerTask, WorkerResult>({
       filename: WORKER.href,
       minThreads: config.threads,

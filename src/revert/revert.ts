@@ -14,6 +14,7 @@ import { createS3Client } from '../s3/client.js';
 import { AdaptiveLimiter } from '../s3/limiter.js';
 import { checkLocation } from '../s3/preflight.js';
 import type { RequestStats } from '../s3/retry.js';
+import { addLogFields } from '../util/json-log.js';
 import { formatDuration, out } from '../util/output.js';
 import { revertBatch, type RevertTally } from './revert-batch.js';
 import {
@@ -81,6 +82,7 @@ export async function revert(config: RevertConfig): Promise<number> {
       limit: config.limit,
       host: os.hostname(),
     });
+    addLogFields({ run_id: runId });
     const stats: RequestStats = { requests: 0, retries: 0, throttles: 0 };
     const limiter = new AdaptiveLimiter({ maxInFlight: config.concurrency, minInFlight: Math.min(4, config.concurrency) });
     const ledger: LedgerContext = {

@@ -1,4 +1,5 @@
 import { redact } from '../config/redact.js';
+import { jsonLogger } from './json-log.js';
 
 /**
  * All console output goes through here, so every line is redacted: a
@@ -12,10 +13,14 @@ export const out = {
   },
   /** Progress and notes (stderr), so stdout stays parseable. */
   info(line: string): void {
+    const json = jsonLogger();
+    if (json) return void json.info(redact(line));
     process.stderr.write(`${redact(line)}\n`);
   },
   /** An error line (stderr). */
   error(line: string): void {
+    const json = jsonLogger();
+    if (json) return void json.error(redact(line));
     process.stderr.write(`bucket-migrate: ${redact(line)}\n`);
   },
 };
