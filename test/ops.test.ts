@@ -69,6 +69,16 @@ t.test('--keep-source then --delete-only, one target removed and one replaced in
   // The two targets were broken by the test itself, not by the tool.
   const foreign = observer.violations.filter((v) => !/avatar-(3|5)\.png$/.test(v.path));
   t.same(foreign, [], `no row ever named a missing object through the tool (${observer.checks} checks)`);
+
+  // revert takes the refused key too: its source is intact, so only its rows move back.
+  const back = await runCli(['revert', '--quiet'], { env: env.env });
+  t.equal(back.code, 0, back.stderr);
+  t.match(back.stderr, /revert: 50 keys reverted .*\(49 copied back, 1 with their source still in place: rows only\)/);
+  t.same(await ledgerStates(env.databaseUrl), { reverted: 50 });
+  const stillMoved = await query<{ n: number }>(env.databaseUrl, `select count(*)::int as n from avatars where path not like 'image/%'`);
+  t.equal(stillMoved[0]?.n, 0, 'every row names its source again');
+  t.equal((await listKeys(env.s3client, env.sourceBucket, 'image/')).length, 50);
+  t.same(await listKeys(env.s3client, env.targetBucket, 'avatar/'), ['avatar/avatar-5.png'], 'only the foreign object at the refused key is left');
 });
 
 t.test('--keep-source and --delete-only are exclusive, and neither combines with --dry-run', async (t) => {
