@@ -9,13 +9,16 @@
  *   batch sizes are counted by the server (`pg_stat_database.xact_commit`:
  *   every statement of the tool commits on its own), and the difference
  *   divided by the difference in batches is the per-batch count.
+ * - `--dest-check list` replaces the HEAD per key with one listing per batch
+ *   and still never overwrites a different object at the destination.
  */
 import { Kysely, PostgresDialect, type CompiledQuery } from 'kysely';
 import pg from 'pg';
 import t from 'tap';
 import { claimBatch, commitRows, markCopied, markDone, type LedgerContext } from '../src/ledger/state-machine.js';
 import { runCli } from './helpers/cli.js';
-import { listKeys, setupTestEnv } from './helpers/services.js';
+import { getBytes, listKeys, putObject, setupTestEnv } from './helpers/services.js';
+import { startFaultProxy } from './support/fault-proxy.js';
 
 async function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({ connectionString: url });
@@ -183,4 +186,43 @@ t.test('statements per batch are a constant, whatever the batch size', async (t)
   t.ok(perBatch >= 3.5 && perBatch <= 4.5, `4 statements per batch of any size (measured ${perBatch.toFixed(2)})`);
   t.ok(fixed > 0 && fixed < 60, `a small constant per run for checks, start and summary (measured ${fixed.toFixed(1)})`);
   t.ok(small.statements / KEYS < 0.25, `even at 25 keys a batch, ${(small.statements / KEYS).toFixed(2)} statements per key`);
+});
+
+t.test('--dest-check list: one listing per batch instead of a HEAD per key, and an existing different object is never overwritten', async (t) => {
+  const KEYS = 300;
+  const env = await setupTestEnv(t);
+  const seeded = await runCli(['seed', '--count', String(KEYS), '--quiet'], { env: env.env, timeoutMs: 120_000 });
+  t.equal(seeded.code, 0, `seed: ${seeded.stderr}`);
+  const planned = await runCli(['plan', '--list'], { env: env.env });
+  t.equal(planned.code, 0, `plan: ${planned.stderr}`);
+  // Already at the target: a different object (a conflict) and the same bytes (a resume).
+  await putObject(env.s3client, env.targetBucket, 'avatar/avatar-5.png', 'not the same avatar');
+  const same = await getBytes(env.s3client, env.sourceBucket, 'image/avatar-7.png');
+  await putObject(env.s3client, env.targetBucket, 'avatar/avatar-7.png', same!, { ContentType: 'image/png' });
+
+  const methods: Record<string, number> = {};
+  const proxy = await startFaultProxy(env.s3.endpoint, {
+    match: (req) => {
+      const kind = req.method === 'GET' && /[?&]list-type=2/.test(req.url) ? 'LIST' : req.method;
+      methods[kind] = (methods[kind] ?? 0) + 1;
+      return false;
+    },
+  });
+  t.teardown(() => proxy.close());
+  const run = await runCli(['execute', '--dest-check', 'list', '--threads', '1', '--batch-size', '100', '--quiet'], {
+    env: { ...env.env, S3_ENDPOINT: proxy.endpoint },
+    timeoutMs: 120_000,
+  });
+  t.equal(run.code, 1, `exit 1: one key is in conflict\n${run.stderr}`);
+  t.comment(`requests by kind: ${JSON.stringify(methods)}`);
+  const states = await withClient(env.databaseUrl, (c) =>
+    c.query<{ state: string; n: number }>('select state, count(*)::int as n from bucket_migrate.migration_ledger group by state order by state'),
+  );
+  t.same(Object.fromEntries(states.rows.map((r) => [r.state, r.n])), { conflict: 1, done: KEYS - 1 }, 'one conflict, the rest done');
+  t.equal((await getBytes(env.s3client, env.targetBucket, 'avatar/avatar-5.png'))?.toString(), 'not the same avatar', 'the different object is untouched');
+  t.ok(await getBytes(env.s3client, env.sourceBucket, 'image/avatar-5.png'), 'and its source is kept');
+  t.equal(methods.PUT, KEYS - 2, 'one CopyObject per key that was not already there');
+  // Two keys were found present: each costs a HEAD of the destination and one of the source.
+  t.ok((methods.HEAD ?? 0) <= 4, `HEADs only for the keys found present (${methods.HEAD ?? 0})`);
+  t.ok((methods.LIST ?? 0) <= 2 + Math.ceil(KEYS / 100), `a listing per batch (${methods.LIST ?? 0}, preflight included)`);
 });

@@ -5,9 +5,12 @@
 import fs from 'node:fs';
 import type { CeilingResult } from './ceiling.js';
 import type { ClaimResult } from './claims.js';
+import type { ProfileSummary } from './profile.js';
 
 export interface ExecuteRun {
   label: string;
+  /** Which comparison the run belongs to: the --threads sweep (default flags), a --dest-check mode, a --batch-size, the RSS run. */
+  variant: 'threads' | 'dest-check' | 'batch-size' | 'rss' | 'profile';
   repetition: number;
   threads: number;
   args: string[];
@@ -27,8 +30,16 @@ export interface ExecuteRun {
   throttles?: number;
   maxRssKiB?: number;
   clientCpuSeconds?: number;
+  /** MinIO's CPU time, less its idle rate over the run's wall time. */
   minioCpuSeconds?: number;
+  minioCpuSecondsRaw?: number;
   postgresCpuSeconds?: number;
+  /** WAL written by the whole server during execute (other databases included). */
+  serverWalBytes?: number;
+  ledgerUpdates?: number;
+  ledgerHotUpdates?: number;
+  tableUpdates?: number;
+  tableHotUpdates?: number;
   /** Committed transactions in the benchmark's database during execute (each statement is one). */
   dbTransactions: number;
   batches: number;
@@ -40,7 +51,7 @@ export interface PlanRun {
   seconds: number;
   rowsPerSecond: number;
   backendCpuSeconds?: number;
-  replanSeconds: number;
+  replanSeconds?: number;
   ledgerBytes?: { heap: number; indexes: number; total: number };
 }
 
@@ -56,7 +67,7 @@ export interface RssResult {
   date?: string;
 }
 
-export type CeilingRun = CeilingResult & { minioCpuSeconds?: number; repetition?: number };
+export type CeilingRun = CeilingResult & { minioCpuSeconds?: number; minioCpuSecondsRaw?: number; repetition?: number };
 
 export interface BenchReport {
   date: string;
@@ -78,6 +89,12 @@ export interface BenchReport {
   claims?: ClaimResult;
   rss?: RssResult;
   durationSeconds: number;
+  /** MinIO's CPU use while idle, in cores; subtracted from its figures. */
+  minioIdleCores?: number;
+  /** Optional runs left out to stay within --budget-minutes. */
+  skipped?: string[];
+  /** Where a profiled execute's CPU went (`--profile`; else the last run that had it, with its date). */
+  profile?: ProfileSummary & { date?: string };
 }
 
 export const TARGETS = {
@@ -119,6 +136,14 @@ function ceilingCpu(c: CeilingRun) {
   return cpuPerObject({ objects: c.objects, clientCpuSeconds: c.cpuSeconds, minioCpuSeconds: c.minioCpuSeconds });
 }
 
+/** Results written before runs carried their `variant`. */
+function variantOf(run: ExecuteRun): ExecuteRun['variant'] {
+  if (run.variant) return run.variant;
+  if (run.label.includes('--dest-check')) return 'dest-check';
+  if (run.label.includes('--batch-size')) return 'batch-size';
+  return run.repetition === 0 ? 'rss' : 'threads';
+}
+
 /** The same figures for each configuration, median over repetitions. */
 export function summarize(report: BenchReport) {
   const groups = new Map<string, ExecuteRun[]>();
@@ -136,6 +161,7 @@ export function summarize(report: BenchReport) {
     const cpuTotal = pick((c) => c.total);
     return {
       label,
+      variant: variantOf(runs[0]!),
       threads: runs[0]!.threads,
       destCheck: runs[0]!.destCheck,
       batchSize: runs[0]!.batchSize,
@@ -151,6 +177,10 @@ export function summarize(report: BenchReport) {
       cpuTotal,
       transactionsPerBatch: median(runs.map((r) => r.dbTransactions / r.batches)),
       planSeconds: median(runs.map((r) => r.planSeconds)),
+      ledgerHotShare: median(runs.map((r) => (r.ledgerHotUpdates ?? NaN) / (r.ledgerUpdates ?? NaN))),
+      ledgerUpdatesPerObject: median(runs.map((r) => (r.ledgerUpdates ?? NaN) / r.objects)),
+      tableHotShare: median(runs.map((r) => (r.tableHotUpdates ?? NaN) / (r.tableUpdates ?? NaN))),
+      walBytesPerObject: median(runs.map((r) => (r.serverWalBytes ?? NaN) / r.objects)),
       executeSeconds: median(runs.map((r) => r.executeSeconds)),
       runs: runs.length,
       plan: ['plan', ...(runs[0]!.planArgs ?? [])].join(' '),
@@ -265,7 +295,7 @@ function extras(report: BenchReport): string[] {
     lines.push(
       `plan alone, ${p.rows.toLocaleString('en-US')}-row table: ${p.seconds.toFixed(2)} s, ${f0(p.rowsPerSecond)} rows/s ` +
         `(runs: ${p.attempts.map((s) => s.toFixed(2)).join(', ')} s; Postgres backend CPU ${f2(p.backendCpuSeconds)} s; ` +
-        `re-plan with nothing new ${p.replanSeconds.toFixed(2)} s)`,
+        `re-plan with nothing new ${p.replanSeconds !== undefined ? `${p.replanSeconds.toFixed(2)} s` : 'skipped'})`,
     );
     if (p.ledgerBytes) {
       lines.push(
@@ -288,6 +318,18 @@ function extras(report: BenchReport): string[] {
         `${mib(rss.bigMaxRssKiB)} at ${rss.bigCount.toLocaleString('en-US')} keys: x${rss.ratio.toFixed(2)}${rss.date ? ` (measured ${rss.date})` : ''}`,
     );
   }
+  const first = summarize(report)[0];
+  if (first && Number.isFinite(first.ledgerUpdatesPerObject)) {
+    lines.push(
+      `ledger: ${first.ledgerUpdatesPerObject.toFixed(1)} updates per key, ${(100 * first.ledgerHotShare).toFixed(0)}% HOT; ` +
+        `table: ${(100 * first.tableHotShare).toFixed(0)}% of row updates HOT; ` +
+        `WAL written by the whole server during execute: ${f0(first.walBytesPerObject)} bytes per key (${first.label})`,
+    );
+  }
+  if (report.minioIdleCores !== undefined) {
+    lines.push(`MinIO uses ${(100 * report.minioIdleCores).toFixed(1)}% of a core when idle (its scanner); that rate times each run's duration is left out of its CPU per object`);
+  }
+  if (report.skipped?.length) lines.push(`left out to stay within the time budget: ${report.skipped.join(', ')}`);
   lines.push(`benchmark took ${Math.round(report.durationSeconds)} s`);
   return lines;
 }
@@ -296,9 +338,10 @@ function extras(report: BenchReport): string[] {
 export function targetLines(report: BenchReport): string[] {
   const lines: string[] = [];
   const summary = summarize(report);
-  const head = summary.filter((s) => s.destCheck === 'head' && s.batchSize === 500);
+  const head = summary.filter((s) => s.variant === 'threads');
   const bestHead = head.sort((a, b) => b.ratio - a.ratio)[0];
   const conditional = summary.find((s) => s.destCheck === 'conditional');
+  const listed = summary.find((s) => s.destCheck === 'list');
   if (bestHead) {
     const ok = bestHead.ratio >= TARGETS.ratio;
     lines.push(
@@ -308,7 +351,12 @@ export function targetLines(report: BenchReport): string[] {
         (conditional
           ? `With \`--dest-check conditional\` (no HEAD; for servers that honour If-None-Match, not MinIO): ${conditional.ratio.toFixed(2)}` +
             `${conditional.cpuRatio !== undefined ? ` (${conditional.cpuRatio.toFixed(2)} by CPU)` : ''}` +
-            `${conditional.ratio >= TARGETS.ratio ? ', which meets the target' : ''}.`
+            `${conditional.ratio >= TARGETS.ratio ? ', which meets the target' : ''}. `
+          : '') +
+        (listed
+          ? `With \`--dest-check list\` (one listing per batch instead of a HEAD per key; same conflict handling, checked at batch start): ${listed.ratio.toFixed(2)}` +
+            `${listed.cpuRatio !== undefined ? ` (${listed.cpuRatio.toFixed(2)} by CPU)` : ''}` +
+            `${listed.ratio >= TARGETS.ratio ? ', which meets the target' : ''}.`
           : ''),
     );
   }
@@ -345,8 +393,9 @@ export function boundLines(report: BenchReport): string[] {
   const lines: string[] = [];
   const ceilings = report.ceilings.flat();
   const summary = summarize(report);
-  const head = summary.filter((s) => s.destCheck === 'head' && s.batchSize === 500).sort((a, b) => b.ratio - a.ratio)[0];
+  const head = summary.filter((s) => s.variant === 'threads').sort((a, b) => b.ratio - a.ratio)[0];
   const conditional = summary.find((s) => s.destCheck === 'conditional');
+  const listed = summary.find((s) => s.destCheck === 'list');
   if (!ceilings.length || !head) return lines;
   const c = {
     client: median(ceilings.map((x) => ceilingCpu(x).client ?? NaN)),
@@ -358,15 +407,48 @@ export function boundLines(report: BenchReport): string[] {
     `- CPU per object: the ceiling spends ${f2(c.client)} ms in its client and ${f2(c.minio)} ms in MinIO; ` +
       `execute (\`--threads ${head.threads}\`, \`--dest-check head\`) spends ${f2(head.client)} ms in the client, ${f2(head.minio)} ms in MinIO and ${f2(head.postgres)} ms in Postgres backends` +
       (conditional ? `; with \`--dest-check conditional\`, ${f2(conditional.client)} + ${f2(conditional.minio)} + ${f2(conditional.postgres)} ms` : '') +
+      (listed ? `; with \`--dest-check list\`, ${f2(listed.client)} + ${f2(listed.minio)} + ${f2(listed.postgres)} ms` : '') +
       `. With ${cores} cores shared by all three, that caps the rate at about ${f0(budget(c.client + c.minio))} objects/s for the ceiling and ${f0(budget(head.cpuTotal))} for execute` +
-      (conditional ? ` (${f0(budget(conditional.cpuTotal))} with conditional)` : '') +
+      (conditional || listed
+        ? ` (${[conditional ? `${f0(budget(conditional.cpuTotal))} with conditional` : '', listed ? `${f0(budget(listed.cpuTotal))} with list` : ''].filter(Boolean).join(', ')})`
+        : '') +
       ', if nothing else ran on the machine.',
   );
   lines.push(
-    `- S3 requests per object: ${f2(head.requestsPerObject)} for execute with \`--dest-check head\` (a HEAD and a CopyObject per key, one DeleteObjects per 1,000), ` +
-      `${conditional ? `${f2(conditional.requestsPerObject)} with conditional, ` : ''}about 1.0 for the ceiling. ` +
-      'Most client CPU is the AWS SDK building, signing and parsing each request (see the `--cpu-prof` notes below), so the HEAD costs the client about as much as the copy itself, and MinIO a fifth to a third of a copy.',
+    `- S3 requests per object: ${f2(head.requestsPerObject)} for execute with \`--dest-check head\` (a HEAD and a CopyObject per key, one DeleteObjects per batch), ` +
+      `${conditional ? `${f2(conditional.requestsPerObject)} with conditional, ` : ''}${listed ? `${f2(listed.requestsPerObject)} with list, ` : ''}about 1.0 for the ceiling. ` +
+      'Most client CPU is the AWS SDK building, signing and parsing each request (profile below), so a HEAD costs the client about as much as the copy itself, and MinIO a fifth to a third of a copy. That second request per key is what keeps the default mode from the target.',
   );
+  const threadRuns = summary.filter((s) => s.variant === 'threads').sort((a, b) => a.threads - b.threads);
+  if (threadRuns.length > 1) {
+    lines.push(
+      `- Threads: ${threadRuns.map((s) => `${s.threads} → ${f0(s.objectsPerSecond)}/s, ${f2(s.client)} ms client CPU/obj, ${mib(s.maxRssKiB)}`).join('; ')}. ` +
+        'On this machine the client shares 2 cores with MinIO and Postgres (and everything else running), so more threads add CPU per object (more sockets in flight, a V8 heap and SDK per thread) without adding throughput; they pay off when the client has cores of its own, as it does against AWS.',
+    );
+  }
+  if (report.plan) {
+    lines.push(
+      `- plan: one statement in one Postgres backend (Postgres 15 does not parallelise INSERT ... SELECT): sort the paths, aggregate the ids per key, write ${f0(report.plan.rows)} heap rows and their WAL, then build the two secondary indexes. ` +
+        `It used ${f2(report.plan.backendCpuSeconds)} s of CPU for ${f0(report.plan.rows / 1e6)}M rows; the rest of the wall time is waiting for a share of the 2 cores and for WAL writes (fsync on).`,
+    );
+  }
+  if (report.claims) {
+    lines.push(
+      `- The ledger alone (no S3) moves ${f0(report.claims.fullCycle.rowsPerSecond)} keys/s through its four statements per batch with ${report.claims.lanes} connections, against ${f0(report.claims.claimOnly.rowsPerSecond)} rows/s of claims alone: ` +
+        'the table + ledger commit dominates, because Postgres plans its last join as a nested loop (it estimates one row for the batch), which makes it quadratic in the batch size; that is why `--batch-size` defaults to 250. docs/SCALE.md has the numbers and a linear rewrite.',
+    );
+  }
+  const p = report.profile;
+  if (p) {
+    lines.push(
+      `- Profile of \`execute\` (\`npm run bench -- --profile\`, node --cpu-prof, all threads${p.date ? `, ${p.date.slice(0, 10)}` : ''}): ` +
+        p.groups
+          .filter((g) => g.share >= 0.01)
+          .map((g) => `${g.group} ${(100 * g.share).toFixed(0)}%`)
+          .join(', ') +
+        '.',
+    );
+  }
   return lines;
 }
 
@@ -375,13 +457,12 @@ export function readmeSection(report: BenchReport): string {
   const table = rows(report);
   const keys = Object.keys(HEADERS) as Array<keyof Row>;
   const md = (r: Row | typeof HEADERS) => `| ${keys.map((k) => r[k]).join(' | ')} |`;
+  const ceilingRuns = report.ceilings.flat().length;
   const lines = [
-    '## Performance',
-    '',
     `Generated by \`${report.command}\` on ${report.date.slice(0, 10)} (${Math.round(report.durationSeconds)} s). Do not edit between the markers: the next run replaces it.`,
     '',
     `Machine: ${machineLine(report)} Other engineers' test suites were running on the same machine, so wall-clock rates vary from run to run; ` +
-      'ceiling and tool were measured back to back (the ceiling before and after the execute runs), and the CPU time of each process per object, ' +
+      `ceiling and tool were measured back to back (the ceiling ${ceilingRuns > report.ceilings.length ? 'before and after' : 'right before'} the execute runs), and the CPU time of each process per object, ` +
       'which other load does not change, is shown next to them.',
     '',
     `N = ${report.seed.objects.toLocaleString('en-US')} keys (small PNGs), moved back and forth between two buckets. ` +

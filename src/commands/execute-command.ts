@@ -38,16 +38,24 @@ export function executeCommand(): Command {
       )
       .option('--threads <n>', 'worker threads', intOption('--threads', 1, 256), CORES)
       .option('--concurrency <n>', 'S3 requests in flight per thread', intOption('--concurrency', 1, 1024), 64)
-      .option('--batch-size <n>', 'ledger rows per claim', intOption('--batch-size', 1, 10_000), 500)
+      // 250: measured best by `npm run bench -- --batch-sizes` (the commit's cost per key grows with the batch).
+      .option('--batch-size <n>', 'ledger rows per claim', intOption('--batch-size', 1, 10_000), 250)
       .option('--pipeline <n>', 'batches each thread keeps in progress', intOption('--pipeline', 1, 16), 2)
       .option('--lease-seconds <n>', 'a claim not renewed for this long is taken over', intOption('--lease-seconds', 2, 86_400), 120)
       .option('--max-attempts <n>', 'failures of one key before it is failed', intOption('--max-attempts', 1, 1000), 5)
       .option('--backoff-seconds <n>', 'first wait before a failed key is retried (doubles each time)', intOption('--backoff-seconds', 0, 3600), 2)
       .option('--multipart-threshold <size>', 'copy larger objects in parts', sizeOption('--multipart-threshold'), 5 * 1024 ** 3)
       .option('--part-size <size>', 'part size of multipart copies', sizeOption('--part-size'), 256 * 1024 ** 2)
-      .option('--max-rps <n>', 'S3 requests per second for this process (0: no cap)', intOption('--max-rps', 0, 1_000_000), 0)
+      .option('--max-rps <n>', 'S3 requests per second for this process, split evenly between its threads (0: no cap)', intOption('--max-rps', 0, 1_000_000), 0)
       .option('--limit <n>', 'process at most this many keys, then stop (a canary; 0: all)', intOption('--limit', 0, 2_000_000_000), 0)
-      .addOption(new Option('--dest-check <mode>', 'how an existing destination is detected: HEAD it, or trust If-None-Match on the copy').choices(['head', 'conditional']).default('head'))
+      .addOption(
+        new Option(
+          '--dest-check <mode>',
+          'how an existing destination is detected: HEAD it before the copy; list each batch\'s key range once (no HEAD per key; checked at batch start); or trust If-None-Match on the copy (AWS, not MinIO)',
+        )
+          .choices(['head', 'list', 'conditional'])
+          .default('head'),
+      )
       .option('--storage-class <class>', 'storage class of every copy (default: each source\'s own)', storageClassOption)
       .option('--sse-kms-key-id <id>', 'encrypt every copy with this KMS key (default: as each source is)')
       .option('--overwrite', 'replace a different object at the destination instead of recording a conflict', false)

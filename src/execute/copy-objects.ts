@@ -17,6 +17,7 @@ import {
   type EncryptionHeaders,
 } from '../s3/object-attributes.js';
 import { sendWithRetry, type RequestStats } from '../s3/retry.js';
+import { listDestinations, type DestinationListing } from './dest-listing.js';
 import { MAX_SINGLE_COPY, type ExecuteConfig } from './execute-config.js';
 
 /** What happened to one pending key's copy. */
@@ -35,9 +36,14 @@ export interface CopyContext {
   config: ExecuteConfig;
 }
 
-/** Copies every pending row of a batch, concurrently within the limiter. */
-export function copyObjects(ctx: CopyContext, rows: LedgerRow[]): Promise<CopyOutcome[]> {
-  return Promise.all(rows.map((row) => copyObject(ctx, row)));
+/**
+ * Copies every pending row of a batch, concurrently within the limiter. With
+ * `--dest-check list`, one listing of the batch's key range first tells
+ * which destinations exist (see `listDestinations`).
+ */
+export async function copyObjects(ctx: CopyContext, rows: LedgerRow[]): Promise<CopyOutcome[]> {
+  const listing = ctx.config.destCheck === 'list' && !ctx.config.overwrite ? await listDestinations(ctx, rows) : undefined;
+  return Promise.all(rows.map((row) => copyObject(ctx, row, listing)));
 }
 
 function isNotFound(err: unknown): boolean {
@@ -73,7 +79,8 @@ export function sameObject(
 /**
  * One key, pending → copied (or conflict, missing, failed). Never overwrites
  * a different object at the destination unless `--overwrite`: the
- * destination is checked first (a HEAD, or the server's `If-None-Match`),
+ * destination is checked first (a HEAD, the batch's listing, or the
+ * server's `If-None-Match`),
  * and an identical object there counts as copied, which is how a resume
  * after a crash between copy and ledger update finishes.
  *
@@ -94,13 +101,14 @@ export function sameObject(
  * extra request. An unlisted key copied without a HEAD has nothing to be
  * verified against: only its copy's ETag is recorded.
  */
-export async function copyObject(ctx: CopyContext, row: LedgerRow): Promise<CopyOutcome> {
+export async function copyObject(ctx: CopyContext, row: LedgerRow, listing?: DestinationListing): Promise<CopyOutcome> {
   const { config } = ctx;
   const src = { bucket: config.migrate.source.bucket, key: row.src_key };
   const dst = { bucket: config.migrate.target.bucket, key: row.dst_key };
   try {
     let sourceHead: HeadObjectCommandOutput | undefined;
-    if (!config.overwrite && config.destCheck === 'head') {
+    // `head`, and `list` for a key the batch's listing did not show absent.
+    if (!config.overwrite && config.destCheck !== 'conditional' && listing?.lookup(dst.key) !== 'absent') {
       const existing = await head(ctx, dst.bucket, dst.key);
       if (existing) return await resolveExisting(ctx, row, existing);
     }

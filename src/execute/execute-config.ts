@@ -6,7 +6,13 @@ export type DestCheck =
   /** HEAD the destination first: works everywhere (MinIO ignores If-None-Match on copies). */
   | 'head'
   /** Trust `If-None-Match: *` on CopyObject (AWS since October 2025): one request fewer per key. */
-  | 'conditional';
+  | 'conditional'
+  /**
+   * One ListObjectsV2 of each batch's destination key range instead of a
+   * HEAD per key (keys found there are HEADed as with `head`). The check is
+   * made when the batch starts rather than right before each copy.
+   */
+  | 'list';
 
 /** Settings of `execute`, shared by the main thread and every worker. */
 export interface ExecuteConfig {
