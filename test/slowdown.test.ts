@@ -88,7 +88,7 @@ t.test('503 SlowDown above a rate: no failed key, and the rate settles below it'
   const { result: run, samples } = await sampled(proxy, () =>
     runCli(['execute', '--threads', '2', '--batch-size', '100', '--quiet'], {
       env: { ...env.env, S3_ENDPOINT: proxy.endpoint },
-      timeoutMs: 110_000,
+      timeoutMs: 300_000,
     }),
   );
   t.equal(run.code, 0, `execute succeeds\n${run.stderr}`);
@@ -119,7 +119,7 @@ t.test('--max-rps caps the whole process, across its threads', async (t) => {
   const { result: run, samples } = await sampled(proxy, () =>
     runCli(['execute', '--threads', '2', '--max-rps', String(MAX_RPS), '--batch-size', '50', '--quiet'], {
       env: { ...env.env, S3_ENDPOINT: proxy.endpoint },
-      timeoutMs: 110_000,
+      timeoutMs: 300_000,
     }),
   );
   t.equal(run.code, 0, `execute succeeds\n${run.stderr}`);
