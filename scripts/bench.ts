@@ -79,8 +79,8 @@ const USAGE = `Usage: npm run bench -- [options]
   --dest-checks LIST      also run execute at the best --threads with these --dest-check modes
                           (default list,conditional; "" for none)
   --batch-sizes LIST      also run execute at the best --threads with these --batch-size values
-  --execute-args "ARGS"   extra flags for every execute run
-  --plan-args "ARGS"      flags for the plan before each execute (default --list: sizes, ETags and
+  --execute-args=ARGS     extra flags for every execute run (with "=": --execute-args="--dest-check list")
+  --plan-args=ARGS        flags for the plan before each execute (default --list: sizes, ETags and
                           storage classes from one LIST per 1,000 keys, so execute needs no source HEAD)
   --plan-rows N           rows for the plan benchmark (default 1000000; 0 skips it)
   --claim-lanes N         concurrent connections for the claim benchmark (default 8)

@@ -155,7 +155,7 @@ t.test('every query in docs/AUDIT.md answers its question', async (t) => {
       const rows = await run(t, 'runs', q);
       t.match(rows, [
         { command: 'plan --list', status: 'succeeded', exit_code: 0, source: `s3://${env.sourceBucket}/image/` },
-        { command: 'execute', status: 'failed', exit_code: 1, threads: '2', concurrency: '64', batch_size: '500', max_rps: '0' },
+        { command: 'execute', status: 'failed', exit_code: 1, threads: '2', concurrency: '64', batch_size: '250', max_rps: '0' },
       ]);
       t.ok(Number(rows[1]!.keys_per_second) > 0, 'the run recorded its rate');
       t.notMatch(JSON.stringify(rows), env.env.AWS_SECRET_ACCESS_KEY!, 'no secret in the stored settings');
