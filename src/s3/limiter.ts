@@ -36,9 +36,11 @@ const LIFT_RPS = 100_000;
  *   the rate below a server's limit: on a fast network a few requests in
  *   flight can still exceed it, so the in-flight limit alone cannot.
  *
- * Several throttles within 250 ms count as one decrease: when the server
- * starts refusing, every request in flight comes back refused at once, and
- * halving for each would collapse the limit to its floor.
+ * One burst of throttles is one decrease: when the server starts refusing,
+ * every request in flight comes back refused at once, and halving for each
+ * would collapse the limit to its floor. So a throttle counts only if its
+ * request was sent after the last decrease, and at most one decrease happens
+ * per 250 ms.
  *
  * `maxRps` (from `--max-rps`, split evenly between a process's threads) is a
  * fixed token-bucket cap under all of this.
@@ -118,11 +120,17 @@ export class AdaptiveLimiter {
     }
   }
 
-  /** Records a throttle answer: halve the in-flight limit and cap the rate, once per burst. */
-  onThrottle(): void {
+  /**
+   * Records a throttle answer: halve the in-flight limit and cap the rate,
+   * once per burst. `sentAt` is when the refused request was sent: one sent
+   * before the last decrease says nothing about the rate since, and is not
+   * acted on (as TCP reacts once per window, not once per lost packet).
+   */
+  onThrottle(sentAt?: number): void {
     this.throttles += 1;
     const now = Date.now();
     this.successesSinceChange = 0;
+    if (sentAt !== undefined && sentAt > 0 && sentAt < this.lastDecrease) return;
     if (now - this.lastDecrease < DECREASE_COOLDOWN_MS) return;
     this.lastDecrease = now;
     this.lastIncrease = now;

@@ -34,15 +34,22 @@ export async function sendWithRetry<T>(
   retry: RetryConfig = DEFAULT_RETRY,
 ): Promise<T> {
   for (let attempt = 1; ; attempt++) {
+    // When the request actually left (after waiting for a slot and a token):
+    // a throttle answer to a request sent before the limiter last slowed down
+    // is old news and must not slow it down again.
+    let sentAt = 0;
     try {
       stats.requests += 1;
-      const result = await limiter.run(request);
+      const result = await limiter.run(() => {
+        sentAt = Date.now();
+        return request();
+      });
       limiter.onSuccess();
       return result;
     } catch (err) {
       if (isThrottle(err)) {
         stats.throttles += 1;
-        limiter.onThrottle();
+        limiter.onThrottle(sentAt);
       }
       if (classifyS3Error(err) !== 'transient' || attempt >= retry.attempts) throw err;
       stats.retries += 1;
