@@ -118,8 +118,8 @@ function judgedRefs(ctx: SnapshotContext, sourcePrefix: string, targetPrefix: st
  * input is several times cheaper than inserting a million entries one at a
  * time, and a plain INSERT skips the upsert's speculative insertion per row.
  * The table is locked for the transaction, so a concurrent plan waits and
- * then takes the upsert path; indexes backing constraints (the primary key)
- * are kept. Returns undefined, having changed nothing, when the ledger is not
+ * then takes the upsert path. The primary key is dropped and added back the
+ * same way when nothing depends on it. Returns undefined, having changed nothing, when the ledger is not
  * empty or this role does not own it.
  */
 async function bulkLoad(
@@ -151,6 +151,7 @@ async function bulkLoad(
       order by c.relname
     `.execute(trx);
     for (const index of indexes.rows) await sql`drop index ${sql.id(ctx.schema, index.name)}`.execute(trx);
+    const primaryKey = await dropPrimaryKey(trx, ctx.schema);
     const inserted = await sql`
       with ${judgedRefs(ctx, sourcePrefix, targetPrefix)}
       insert into ${ledger} (src_key, dst_key, row_ids, planned_run_id, state, last_error, failed_state)
@@ -163,6 +164,7 @@ async function bulkLoad(
     // Refused keys are rare; counting them afterwards is one scan, cheaper
     // than returning a million rows to count them.
     const refused = await sql<{ n: number }>`select count(*)::int as n from ${ledger} where state = 'failed'`.execute(trx);
+    if (primaryKey) await sql`alter table ${ledger} add constraint ${sql.id(primaryKey.name)} ${sql.raw(primaryKey.definition)}`.execute(trx);
     // pg_get_indexdef gives back each index exactly: name, uniqueness, predicate.
     for (const index of indexes.rows) await sql.raw(index.definition).execute(trx);
     // Fresh statistics, so the first claims and commits are planned for a
@@ -170,6 +172,31 @@ async function bulkLoad(
     await sql`analyze ${ledger}`.execute(trx);
     return { added: Number(inserted.numAffectedRows ?? 0), extended: 0, refused: refused.rows[0]?.n ?? 0 };
   });
+}
+
+/**
+ * Drops the ledger's primary key for the load, when nothing depends on it
+ * (a foreign key, a view grouping by it): its index is rebuilt afterwards in
+ * one sorted pass, like the others. Returns what to restore, or undefined
+ * when the key stays (then the load maintains it row by row, as before).
+ */
+async function dropPrimaryKey(trx: Kysely<any>, schema: string): Promise<{ name: string; definition: string } | undefined> {
+  const table = `${quoteIdent(schema)}.migration_ledger`;
+  const found = await sql<{ name: string; definition: string }>`
+    select conname as name, pg_get_constraintdef(oid) as definition
+    from pg_constraint where conrelid = ${table}::regclass and contype = 'p'
+  `.execute(trx);
+  const key = found.rows[0];
+  if (!key) return undefined;
+  await sql`savepoint drop_primary_key`.execute(trx);
+  try {
+    await sql`alter table ${sql.id(schema, 'migration_ledger')} drop constraint ${sql.id(key.name)}`.execute(trx);
+    await sql`release savepoint drop_primary_key`.execute(trx);
+    return key;
+  } catch {
+    await sql`rollback to savepoint drop_primary_key`.execute(trx);
+    return undefined;
+  }
 }
 
 function quoteIdent(name: string): string {
