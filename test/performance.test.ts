@@ -35,6 +35,8 @@ interface PlanNode {
   'Node Type': string;
   'Relation Name'?: string;
   'Index Name'?: string;
+  'Actual Rows'?: number;
+  'Actual Loops'?: number;
   Plans?: PlanNode[];
 }
 
@@ -120,6 +122,31 @@ t.test('on a 1,000,000-row table every per-batch statement uses an index; the co
       );
     }
   }
+  // Linear in the batch: no node of the commit's plan handles more rows,
+  // over all its loops, than a small multiple of the batch. A plan that
+  // re-aggregates the moved rows for every key (as an earlier version of
+  // this statement did) handles the batch squared.
+  const BIG = 2_000;
+  const big = await claimBatch(ctx, BIG, 600);
+  t.equal(big.length, BIG, `claimed a batch of ${BIG}`);
+  const bigCopied = await markCopied(ctx, big.map((r) => ({ id: r.id, dstEtag: '"x"' })));
+  const commit = statements['commit table + ledger']!;
+  const parameters = commit.parameters.map((p) => (Array.isArray(p) ? bigCopied : p));
+  const analyzed = await withClient(env.databaseUrl, async (c) => {
+    await c.query('begin');
+    try {
+      return await c.query<{ 'QUERY PLAN': Array<{ Plan: PlanNode }> }>(`explain (analyze, format json) ${commit.sql}`, parameters);
+    } finally {
+      await c.query('rollback');
+    }
+  });
+  const handled = nodesOf(analyzed.rows[0]!['QUERY PLAN'][0]!.Plan).map((n) => ({
+    node: describeNode(n),
+    rows: (n['Actual Rows'] ?? 0) * (n['Actual Loops'] ?? 1),
+  }));
+  const top = handled.reduce((a, b) => (b.rows > a.rows ? b : a));
+  t.comment(`commit of ${BIG} keys: the busiest node is ${top.node}, ${top.rows} rows over all its loops`);
+  t.ok(handled.every((h) => h.rows <= 4 * BIG), `every node of the commit handles at most ${4 * BIG} rows for ${BIG} keys (busiest: ${top.node}, ${top.rows})`);
 });
 
 t.test('statements per batch are a constant, whatever the batch size', async (t) => {
