@@ -7,8 +7,8 @@
  *    fresh database and two fresh buckets, and `seed --count N`.
  * 2. Ceiling: list the prefix, CopyObject every key at high concurrency over
  *    keep-alive sockets, DeleteObjects 1,000 at a time; no database.
- * 3. bucket-migrate: `plan` + `execute` for each `--threads`, then once with
- *    `--dest-check conditional` (what the HEAD before each copy costs).
+ * 3. bucket-migrate: `plan` + `execute` for each `--threads` (default
+ *    `--dest-check`), then once with each other `--dest-check` mode.
  * 4. `plan` alone on a 1,000,000-row table, and the ledger's claim throughput.
  *
  * The objects are seeded once and then moved back and forth between
@@ -35,6 +35,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { DeleteBucketCommand, DeleteObjectsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import pg from 'pg';
+import { DEFAULT_DEST_CHECK } from '../src/execute/execute-config.js';
 import { createS3Client } from '../src/s3/client.js';
 import { MINIO_MODULE, ensureMinioBinary, startS3, type LocalS3 } from './lib/local-minio.js';
 import { createDatabase, dropDatabase, startPostgres, withDatabase, type LocalPostgres } from './lib/local-postgres.js';
@@ -70,6 +71,8 @@ function snapshotBuild(): string {
   return dir;
 }
 
+const ALL_DEST_CHECKS = ['list', 'head', 'conditional'];
+
 const USAGE = `Usage: npm run bench -- [options]
 
   --count N               keys to move in each run (default 20000)
@@ -77,9 +80,9 @@ const USAGE = `Usage: npm run bench -- [options]
   --repeat R              repeat the ceiling/execute sequence R times (default 1)
   --ceiling-concurrency C CopyObject requests in flight for the ceiling (default 128)
   --dest-checks LIST      also run execute at the best --threads with these --dest-check modes
-                          (default list,conditional; "" for none)
+                          (default head,conditional: the modes besides the default; "" for none)
   --batch-sizes LIST      also run execute at the best --threads with these --batch-size values
-  --execute-args=ARGS     extra flags for every execute run (with "=": --execute-args="--dest-check list")
+  --execute-args=ARGS     extra flags for every execute run (with "=": --execute-args="--batch-size 500")
   --plan-args=ARGS        flags for the plan before each execute (default --list: sizes, ETags and
                           storage classes from one LIST per 1,000 keys, so execute needs no source HEAD)
   --plan-rows N           rows for the plan benchmark (default 1000000; 0 skips it)
@@ -124,7 +127,7 @@ function parseOptions(argv: string[]): Options {
       threads: { type: 'string' },
       repeat: { type: 'string', default: '1' },
       'ceiling-concurrency': { type: 'string', default: '128' },
-      'dest-checks': { type: 'string', default: 'list,conditional' },
+      'dest-checks': { type: 'string', default: ALL_DEST_CHECKS.filter((m) => m !== DEFAULT_DEST_CHECK).join(',') },
       'batch-sizes': { type: 'string', default: '' },
       'execute-args': { type: 'string', default: '' },
       'plan-args': { type: 'string', default: '--list' },
@@ -161,7 +164,7 @@ function parseOptions(argv: string[]): Options {
     threads: list('threads', values.threads ?? (quick ? '1,2' : '1,2,4')),
     repeat: int('repeat', values.repeat, 1),
     ceilingConcurrency: int('ceiling-concurrency', values['ceiling-concurrency'], 1),
-    destChecks: values['dest-checks'].split(',').map((v) => v.trim()).filter((v) => v !== '' && v !== 'head'),
+    destChecks: values['dest-checks'].split(',').map((v) => v.trim()).filter((v) => v !== '' && v !== DEFAULT_DEST_CHECK),
     batchSizes: list('batch-sizes', values['batch-sizes']),
     executeArgs: values['execute-args'].split(/\s+/).filter(Boolean),
     planArgs: values['plan-args'].split(/\s+/).filter(Boolean),
@@ -526,7 +529,7 @@ async function main(): Promise<void> {
         threads,
         args: args.slice(1),
         planArgs: options.planArgs,
-        destCheck: (flagValue([...options.executeArgs, ...extra], '--dest-check') ?? 'head') as string,
+        destCheck: (flagValue([...options.executeArgs, ...extra], '--dest-check') ?? DEFAULT_DEST_CHECK) as string,
         batchSize,
         objects: count,
         planSeconds: plan.seconds,
@@ -577,9 +580,10 @@ async function main(): Promise<void> {
         if (interrupted) break;
         executes.push(await executeRun(`execute --threads ${threads}`, 'threads', threads, [], repetition));
       }
-      // What the HEAD before each copy costs: without it (conditional; not
-      // safe on MinIO, harmless here since every destination is new), and
-      // with one listing per batch instead (list).
+      // What each way of checking the destination costs: a HEAD per key
+      // (head), one listing per batch (list), or nothing but If-None-Match
+      // (conditional; not atomic on MinIO, harmless here since every
+      // destination is new).
       const executeEstimate = () => {
         const done = executes.filter((r) => r.objects === options.count);
         return done.reduce((a, r) => a + r.seconds, 0) / Math.max(done.length, 1) + 15;

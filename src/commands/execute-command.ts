@@ -3,7 +3,7 @@ import os from 'node:os';
 import { Command, Option } from 'commander';
 import { requireDatabaseUrl } from '../config/config.js';
 import { execute } from '../execute/execute.js';
-import type { DestCheck } from '../execute/execute-config.js';
+import { DEFAULT_DEST_CHECK, type DestCheck } from '../execute/execute-config.js';
 import type { ExecuteStage } from '../execute/stage.js';
 import { UsageError } from '../errors.js';
 import { enableJsonLogs } from '../util/json-log.js';
@@ -51,10 +51,10 @@ export function executeCommand(): Command {
       .addOption(
         new Option(
           '--dest-check <mode>',
-          'how an existing destination is detected: HEAD it before the copy; list each batch\'s key range once (no HEAD per key; checked at batch start); or trust If-None-Match on the copy (AWS, not MinIO)',
+          'how an existing destination is detected before each copy (which also carries If-None-Match: *): list each batch\'s key range once (no HEAD per key; checked at batch start); HEAD each destination right before its copy; or nothing but If-None-Match (AWS, not MinIO)',
         )
-          .choices(['head', 'list', 'conditional'])
-          .default('head'),
+          .choices(['list', 'head', 'conditional'])
+          .default(DEFAULT_DEST_CHECK),
       )
       .option('--storage-class <class>', 'storage class of every copy (default: each source\'s own)', storageClassOption)
       .option('--sse-kms-key-id <id>', 'encrypt every copy with this KMS key (default: as each source is)')

@@ -1,18 +1,28 @@
 import type { MigrateConfig } from '../config/config.js';
 import type { ExecuteStage } from './stage.js';
 
-/** How a destination that may already exist is detected before a copy. */
+/**
+ * How a destination that may already exist is detected before a copy. In
+ * every mode the copy itself also carries `If-None-Match: *` (unless
+ * `--overwrite`), which a server that honours it (AWS since October 2025)
+ * turns into an atomic check; the modes differ in what they do before it,
+ * for servers that ignore it (MinIO).
+ */
 export type DestCheck =
-  /** HEAD the destination first: works everywhere (MinIO ignores If-None-Match on copies). */
-  | 'head'
-  /** Trust `If-None-Match: *` on CopyObject (AWS since October 2025): one request fewer per key. */
-  | 'conditional'
   /**
-   * One ListObjectsV2 of each batch's destination key range instead of a
-   * HEAD per key (keys found there are HEADed as with `head`). The check is
-   * made when the batch starts rather than right before each copy.
+   * The default. One ListObjectsV2 of each batch's destination key range
+   * instead of a HEAD per key (keys found there are HEADed and resolved as
+   * with `head`): a fresh batch costs one request instead of one per key.
+   * The check is made when the batch starts.
    */
-  | 'list';
+  | 'list'
+  /** HEAD the destination right before each copy: the narrowest window on a server that ignores If-None-Match, at one more request per key. */
+  | 'head'
+  /** Nothing before the copy: trust `If-None-Match: *` alone (AWS, not MinIO). */
+  | 'conditional';
+
+/** The `--dest-check` mode when none is given (see {@link DestCheck}). */
+export const DEFAULT_DEST_CHECK: DestCheck = 'list';
 
 /** Settings of `execute`, shared by the main thread and every worker. */
 export interface ExecuteConfig {
