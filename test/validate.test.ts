@@ -193,6 +193,14 @@ t.test('validate on a migrated fixture', async (t) => {
     await query(env.databaseUrl, "update bucket_migrate.migration_ledger set state = 'done', locked_by = null, locked_until = null where src_key = 'image/avatar-3.png'");
   });
 
+  await t.test('a key left reverting (a revert stopped half-way) fails ledger-settled', async (t) => {
+    await query(env.databaseUrl, "update bucket_migrate.migration_ledger set state = 'reverting' where src_key = 'image/avatar-4.png'");
+    const { code, result } = await validateJson(env, ['--checks', 'ledger-settled']);
+    t.equal(code, 1);
+    t.match(result.checks.ledgerSettled, { ok: false, failureCount: 1, failures: [{ key: 'image/avatar-4.png', state: 'reverting', reason: /still reverting/ }] });
+    await query(env.databaseUrl, "update bucket_migrate.migration_ledger set state = 'done' where src_key = 'image/avatar-4.png'");
+  });
+
   await t.test('usage errors exit 2', async (t) => {
     const bad = await cli(env, ['validate', '--checks', 'bogus']);
     t.equal(bad.code, 2);

@@ -3,7 +3,7 @@ import { iso } from '../report/collect-report.js';
 import { Findings, MAX_LISTED, checkResult, plural, type CheckResult } from './validate-types.js';
 import { ledgerTable, type ValidateContext } from './validate-context.js';
 
-export const LEDGER_SETTLED = 'the ledger has no key left in a non-terminal state (pending, copied, db_updated)';
+export const LEDGER_SETTLED = 'the ledger has no key left in a non-terminal state (pending, copied, db_updated, reverting)';
 
 /**
  * Check 4: every key reached a terminal state. Live keys are listed with
@@ -12,7 +12,8 @@ export const LEDGER_SETTLED = 'the ledger has no key left in a non-terminal stat
  */
 export async function checkLedgerSettled(ctx: ValidateContext): Promise<CheckResult> {
   const ledger = ledgerTable(ctx.config);
-  const live = sql`state in ('pending', 'copied', 'db_updated')`;
+  // `reverting`: a revert stopped half-way (rows back, target not yet deleted).
+  const live = sql`state in ('pending', 'copied', 'db_updated', 'reverting')`;
   const total = (await sql<{ n: number }>`select count(*)::bigint as n from ${ledger}`.execute(ctx.db)).rows[0]!.n;
   const count = (await sql<{ n: number }>`select count(*)::bigint as n from ${ledger} where ${live}`.execute(ctx.db)).rows[0]!.n;
   const failures = new Findings();
