@@ -19,7 +19,8 @@ t.test('--metrics-port serves Prometheus text during the run', async (t) => {
     let seen = '';
     child.child.stderr!.on('data', (chunk: Buffer | string) => {
       seen += chunk.toString();
-      const match = /metrics: http:\/\/[^:]+:(\d+)\/metrics/.exec(seen);
+      // Loopback by default: nothing authenticates a scrape.
+      const match = /metrics: http:\/\/127\.0\.0\.1:(\d+)\/metrics/.exec(seen);
       if (match) resolve(Number(match[1]));
     });
     child.child.once('close', () => reject(new Error(`no metrics line:\n${seen}`)));
@@ -54,5 +55,9 @@ t.test('--metrics-port on a port in use is a usage error before anything runs', 
   const port = (blocker.address() as { port: number }).port;
   const result = await runCli(['execute', '--metrics-port', String(port), '--quiet'], { env: env.env });
   t.equal(result.code, 2, result.stderr);
-  t.match(result.stderr, new RegExp(`--metrics-port ${port}: .*EADDRINUSE`));
+  t.match(result.stderr, new RegExp(`--metrics-port ${port} on 127\\.0\\.0\\.1: .*EADDRINUSE`));
+  const bad = await runCli(['execute', '--metrics-port', '0', '--metrics-host', '192.0.2.1', '--quiet'], { env: env.env });
+  t.equal(bad.code, 2, 'an address this machine does not have is a usage error');
+  t.match(bad.stderr, /--metrics-port 0 on 192\.0\.2\.1: .*EADDRNOTAVAIL/);
+  t.equal(bad.stderr.trim().split('\n').length, 1, `one line: ${bad.stderr}`);
 });

@@ -15,7 +15,7 @@
 import { Kysely, PostgresDialect, type CompiledQuery } from 'kysely';
 import pg from 'pg';
 import t from 'tap';
-import { claimBatch, commitRows, markCopied, markDone, type LedgerContext } from '../src/ledger/state-machine.js';
+import { claimBatch, commitRows, markCopied, markDone, requeueReferenced, type LedgerContext } from '../src/ledger/state-machine.js';
 import { runCli } from './helpers/cli.js';
 import { getBytes, listKeys, putObject, setupTestEnv } from './helpers/services.js';
 import { startFaultProxy } from './support/fault-proxy.js';
@@ -122,6 +122,27 @@ t.test('on a 1,000,000-row table every per-batch statement uses an index; the co
       );
     }
   }
+  // The check for rows added since the plan runs only with an index on the
+  // path column, and must use it.
+  await withClient(env.databaseUrl, (c) => c.query('create index avatars_path on avatars (path)'));
+  const requeued = await timed('look for rows added since the plan', () =>
+    requeueReferenced({ ...ctx, guardReferences: true }, done.slice(0, 100).map((id) => ({ id, src_key: `image/avatar-${id}.png` }))),
+  );
+  t.same(requeued, [], 'no key is taken back when no row was added');
+
+  const lookup = await withClient(env.databaseUrl, (c) =>
+    c.query<{ 'QUERY PLAN': Array<{ Plan: PlanNode }> }>(`explain (format json) ${statements['look for rows added since the plan']!.sql}`, [
+      ...statements['look for rows added since the plan']!.parameters,
+    ]),
+  );
+  const lookupNodes = nodesOf(lookup.rows[0]!['QUERY PLAN'][0]!.Plan);
+  t.comment(`look for rows added since the plan: ${lookupNodes.filter((n) => n['Relation Name']).map(describeNode).join('; ')}`);
+  t.same(lookupNodes.filter((n) => n['Node Type'] === 'Seq Scan').map(describeNode), [], 'the look for added rows scans nothing whole');
+  t.ok(
+    lookupNodes.some((n) => n['Relation Name'] === 'avatars' && n['Index Name'] === 'avatars_path'),
+    'it finds rows by path through the index',
+  );
+
   // Linear in the batch: no node of the commit's plan handles more rows,
   // over all its loops, than a small multiple of the batch. A plan that
   // re-aggregates the moved rows for every key (as an earlier version of

@@ -66,7 +66,9 @@ export function executeCommand(): Command {
       .option('--progress-interval <s>', 'seconds between progress lines when not on a terminal', intOption('--progress-interval', 1, 3600), 10)
       .option('--quiet', 'no progress output', false)
       .addOption(new Option('--log-format <format>', 'stderr lines as text, or one JSON object per line with the run id').choices(['text', 'json']).default('text'))
-      .option('--metrics-port <port>', 'serve Prometheus metrics on http://0.0.0.0:<port>/metrics while the run lasts (0: any free port)', intOption('--metrics-port', 0, 65_535))
+      .option('--metrics-port <port>', 'serve Prometheus metrics on http://<metrics-host>:<port>/metrics while the run lasts (0: any free port)', intOption('--metrics-port', 0, 65_535))
+      // Loopback unless asked: the metrics name buckets and a run's progress, and nothing authenticates a scrape.
+      .option('--metrics-host <address>', 'address the metrics server listens on (0.0.0.0: every interface)', '127.0.0.1')
       .addHelpText(
         'after',
         '\nExit codes: 0 all keys settled (done, missing or superseded); 1 a key failed or is in conflict; 2 usage or\nconfiguration error; 130/143 interrupted (run again to resume).\n\nExamples:\n  bucket-migrate execute --threads 4\n  bucket-migrate execute --limit 1000 --threads 1   # a canary\n  bucket-migrate execute --dry-run 50\n  bucket-migrate execute --keep-source        # staged cutover: sources stay\n  bucket-migrate execute --delete-only        # later: delete the moved sources\n  bucket-migrate execute --metrics-port 9464   # Prometheus scrapes /metrics',
@@ -101,6 +103,7 @@ export function executeCommand(): Command {
       {
         retryFailed: options.retryFailed,
         metricsPort: options.metricsPort,
+        metricsHost: options.metricsHost,
         dryRun: options.dryRun === true ? 20 : options.dryRun,
         progress: { quiet: options.quiet, intervalSeconds: options.progressInterval, tty: process.stderr.isTTY === true && options.logFormat !== 'json' },
       },

@@ -6,7 +6,11 @@ import { UsageError } from '../errors.js';
 export interface TableInfo {
   /** The id column's type as a cast target, from a fixed list. */
   idCast: string;
-  /** Whether some index leads with the path column. */
+  /**
+   * Whether an index can find rows by path (a valid, non-partial btree or
+   * hash index leading with the path column, in its collation): what makes
+   * the check for rows added since the plan cheap (see `requeueReferenced`).
+   */
   hasPathIndex: boolean;
   /** Whether the id column is the table's primary key (or unique). */
   idIsUnique: boolean;
@@ -56,16 +60,21 @@ export async function inspectTable(
   if (!idCast) throw new UsageError(`--id-column ${idColumn} has type ${idType}; supported: ${Object.keys(ID_CASTS).join(', ')}`);
   if (!PATH_TYPES.has(pathType)) throw new UsageError(`--path-column ${pathColumn} has type ${pathType}; it must be text or varchar`);
 
-  const indexes = await sql<{ leading: string; is_unique: boolean; cols: number }>`
-    select a.attname as leading, i.indisunique as is_unique, i.indnatts as cols
-    from pg_index i join pg_attribute a on a.attrelid = i.indrelid and a.attnum = i.indkey[0]
+  const indexes = await sql<{ leading: string; is_unique: boolean; cols: number; by_equality: boolean }>`
+    select a.attname as leading, i.indisunique as is_unique, i.indnatts as cols,
+           i.indisvalid and am.amname in ('btree', 'hash') and i.indexprs is null
+             and coalesce(i.indcollation[0], 0) = a.attcollation as by_equality
+    from pg_index i
+    join pg_attribute a on a.attrelid = i.indrelid and a.attnum = i.indkey[0]
+    join pg_class c on c.oid = i.indexrelid
+    join pg_am am on am.oid = c.relam
     where i.indrelid = ${oid} and i.indpred is null
   `.execute(db);
   const idIsUnique = indexes.rows.some((r) => r.leading === idColumn && r.is_unique && r.cols === 1);
   if (!idIsUnique) {
     throw new UsageError(`--id-column ${idColumn} of ${name} has no primary key or unique index: rows could not be updated by id`);
   }
-  return { idCast, hasPathIndex: indexes.rows.some((r) => r.leading === pathColumn), idIsUnique };
+  return { idCast, hasPathIndex: indexes.rows.some((r) => r.leading === pathColumn && r.by_equality), idIsUnique };
 }
 
 function quoteIdent(name: string): string {

@@ -20,6 +20,8 @@ export const COUNTER = {
   /** Set to 1 by the main thread: finish the batches in hand, claim no more. */
   stop: 13,
   archived: 14,
+  /** Keys sent back to be committed again: rows added since the plan still named them. */
+  requeued: 15,
 } as const;
 
 export type CounterName = keyof typeof COUNTER;

@@ -1,6 +1,7 @@
 import os from 'node:os';
 import { Piscina } from 'piscina';
 import { describeConfig } from '../config/config.js';
+import { formatTableName } from '../config/identifiers.js';
 import { createDatabase, checkConnection } from '../db/database.js';
 import { migrateLedger } from '../db/migrate.js';
 import { withDbRetry } from '../db/retry.js';
@@ -29,6 +30,8 @@ export interface ExecuteRunOptions {
   progress: ProgressOptions;
   /** Serve Prometheus metrics on this port while the run lasts (`--metrics-port`). */
   metricsPort?: number;
+  /** The address it listens on (`--metrics-host`, default loopback). */
+  metricsHost?: string;
 }
 
 const WORKER = new URL('../../workers/migrate-worker.js', import.meta.url);
@@ -83,10 +86,18 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     if (options.retryFailed) out.info(`re-queued ${await withDbRetry(() => requeueFailed({ db, schema }))} failed or archived keys`);
 
     // Before the run is recorded: a port in use must not leave a run 'running'.
-    const metrics = options.metricsPort === undefined ? undefined : await startMetrics({ port: options.metricsPort, counters, stage: config.stage ?? 'full' });
+    const metrics = options.metricsPort === undefined ? undefined : await startMetrics({ port: options.metricsPort, host: options.metricsHost ?? '127.0.0.1', counters, stage: config.stage ?? 'full' });
     const runId = await withDbRetry(() => startRun(db, schema, 'execute', { ...describeConfig(config.migrate), ...executeSettings(config) }));
     metrics?.setRunId(runId);
     addLogFields({ run_id: runId });
+    // After every check that can refuse the run: a usage error stays one line.
+    if (!table.hasPathIndex && config.stage !== 'keep-source') {
+      const { table: name, pathColumn } = config.migrate;
+      out.info(
+        `note: ${formatTableName(name)}(${pathColumn}) has no index, so rows the application adds with a ${config.migrate.source.prefix} path during the run are not looked for before a source is deleted; ` +
+          `create one (CREATE INDEX CONCURRENTLY ON ${formatTableName(name)} (${pathColumn})) to have them moved too, or run plan again before execute --delete-only`,
+      );
+    }
     const pool = new Piscina<WorkerTask, WorkerResult>({
       filename: WORKER.href,
       minThreads: config.threads,
@@ -100,7 +111,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     let results: WorkerResult[];
     try {
       results = await Promise.all(
-        Array.from({ length: config.threads }, (_, workerIndex) => pool.run({ config, idCast: table.idCast, counters, workerIndex })),
+        Array.from({ length: config.threads }, (_, workerIndex) => pool.run({ config, idCast: table.idCast, guardReferences: table.hasPathIndex, counters, workerIndex })),
       );
     } finally {
       await progress.stop();
@@ -119,12 +130,16 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
       requests: read(counters, 'requests'),
       retries: read(counters, 'retries'),
       throttles: read(counters, 'throttles'),
+      requeued: read(counters, 'requeued'),
       states,
     };
     out.info(
       `execute: ${moved} keys moved in ${formatDuration(seconds)} (${formatRate(summary.keysPerSecond)}/s); ` +
         `${summary.requests} S3 requests, ${summary.retries} retried, ${summary.throttles} throttled`,
     );
+    if (summary.requeued > 0) {
+      out.info(`${summary.requeued} times a source was still named by rows added since the plan: those rows were moved too before it was deleted`);
+    }
     out.info(`ledger: ${Object.entries(states).map(([s, n]) => `${s} ${n}`).join(', ') || 'empty'}`);
     if (config.stage === 'delete-only' || config.stage === 'full') await withDbRetry(() => printRefusedDeletes({ db, schema }));
     if (config.stage === 'keep-source' && (states.db_updated ?? 0) > 0) {

@@ -89,13 +89,13 @@ export async function startMetrics(options: {
     );
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) => reject(new UsageError(`--metrics-port ${options.port}: ${err.message}`)));
-    server.listen(options.port, options.host, () => resolve());
+    server.once('error', (err) => reject(new UsageError(`--metrics-port ${options.port} on ${options.host ?? '127.0.0.1'}: ${err.message}`)));
+    server.listen(options.port, options.host ?? '127.0.0.1', () => resolve());
   });
   // Never what keeps the process alive, even if the run fails before stop().
   server.unref();
   const port = (server.address() as AddressInfo).port;
-  out.info(`metrics: http://${options.host ?? '0.0.0.0'}:${port}/metrics`);
+  out.info(`metrics: http://${options.host ?? '127.0.0.1'}:${port}/metrics`);
   return {
     port,
     setRunId: (runId) => registry.setDefaultLabels({ run_id: String(runId) }),

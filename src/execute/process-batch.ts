@@ -6,7 +6,9 @@ import {
   markDone,
   markUnmovable,
   recordFailures,
+  releaseLeases,
   renewLeases,
+  requeueReferenced,
   type LedgerContext,
   type LedgerRow,
 } from '../ledger/state-machine.js';
@@ -85,7 +87,24 @@ export async function processBatch(ctx: BatchContext, rows: LedgerRow[]): Promis
     bump(counters, 'failed', (await withDbRetry(() => refuseDelete(ledger, target.refused))).length);
     await fail(target.failed);
     if (target.fatal) throw new FatalError(target.fatal);
-    const toDelete = [...target.ok, ...justCommitted];
+    let toDelete = [...target.ok, ...justCommitted];
+    // Rows the application added since the plan may still name some
+    // sources: those keys are committed again (moving the new rows too) and
+    // checked again. An application that keeps adding rows for the same key
+    // gets three rounds; then the key waits for a later claim.
+    for (let round = 1; ledger.guardReferences && toDelete.length > 0; round++) {
+      const requeued = new Set(await withDbRetry(() => requeueReferenced(ledger, toDelete)));
+      if (requeued.size === 0) break;
+      bump(counters, 'requeued', requeued.size);
+      toDelete = toDelete.filter((r) => !requeued.has(r.id));
+      if (round === 3) {
+        await withDbRetry(() => releaseLeases(ledger, [...requeued]));
+        break;
+      }
+      const recommitted = await withDbRetry(() => commitRows(ledger, [...requeued]));
+      bump(counters, 'superseded', recommitted.filter((c) => c.state === 'superseded').length);
+      toDelete.push(...recommitted.filter((c) => c.state === 'db_updated').map((c) => byId.get(c.id)!));
+    }
     const deleted = await deleteSources(ctx.s3, toDelete);
     bump(counters, 'done', (await withDbRetry(() => markDone(ledger, deleted.deleted))).length);
     await fail(deleted.failed);

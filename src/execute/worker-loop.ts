@@ -25,6 +25,8 @@ export interface WorkerTask {
   config: ExecuteConfig;
   /** Ledger facts found by the main thread (`inspectTable`). */
   idCast: string;
+  /** Whether the path column has an index (`inspectTable`): see `LedgerContext.guardReferences`. */
+  guardReferences: boolean;
   counters: Int32Array;
   workerIndex: number;
 }
@@ -52,6 +54,7 @@ export async function runWorker(task: WorkerTask): Promise<WorkerResult> {
     idColumn: config.migrate.idColumn,
     pathColumn: config.migrate.pathColumn,
     idCast: task.idCast,
+    guardReferences: task.guardReferences,
     me: `${config.processId}/w${task.workerIndex}-t${threadId}`,
   };
   const ctx: BatchContext = { ledger, s3: { s3, limiter, stats, config }, counters };

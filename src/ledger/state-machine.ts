@@ -3,6 +3,7 @@
  * statement.
  *
  *   pending ──copy──▶ copied ──commitRows──▶ db_updated ──delete──▶ done
+ *      │                 │   ◀──requeueReferenced──┘
  *      │                 │
  *      ├─▶ conflict      └─▶ superseded   (no row points at the key any more)
  *      ├─▶ missing
@@ -57,6 +58,12 @@ export interface LedgerContext {
   idCast: string;
   /** This worker's lease owner id. */
   me: string;
+  /**
+   * Look for table rows added since the plan before deleting a source (see
+   * {@link requeueReferenced}); set when an index on the path column makes
+   * that cheap.
+   */
+  guardReferences?: boolean;
 }
 
 /** Narrows a claim to a slice of the ledger (canaries, ranges). */
@@ -209,6 +216,41 @@ export async function commitRows(ctx: LedgerContext, ids: number[]): Promise<Arr
     returning l.id, l.state
   `.execute(ctx.db);
   return result.rows;
+}
+
+/**
+ * db_updated → copied, for keys that table rows outside the plan still name:
+ * rows the application wrote with a legacy path after the plan. Their ids
+ * join `row_ids` and the worker keeps the lease, so it can commit them
+ * (`commitRows`) and check again before the source is deleted. Returns the
+ * ids taken back; the caller deletes the sources of the others.
+ *
+ * One index lookup per key (`ctx.guardReferences` is set only when the path
+ * column has an index). A row written between this statement and the delete
+ * is not caught: the window is one DeleteObjects round trip, not the run.
+ */
+export async function requeueReferenced(ctx: LedgerContext, rows: Array<{ id: number; src_key: string }>): Promise<number[]> {
+  if (rows.length === 0) return [];
+  const t = appTable(ctx);
+  const idCol = sql.id(ctx.idColumn);
+  const pathCol = sql.id(ctx.pathColumn);
+  const result = await sql<{ id: number }>`
+    with referenced as (
+      select t.${pathCol}::text as src_key, array_agg(t.${idCol}::text) as row_ids
+      from ${t} as t
+      where t.${pathCol} = any(${rows.map((r) => r.src_key)}::text[])
+      group by 1
+    )
+    update ${ledger(ctx)} as l
+    set state = 'copied',
+        row_ids = array(select distinct x from unnest(l.row_ids || r.row_ids) as x order by x),
+        updated_at = now()
+    from referenced as r
+    where l.src_key = r.src_key and l.id = any(${rows.map((r) => r.id)}::bigint[])
+      and l.locked_by = ${ctx.me} and l.state = 'db_updated'
+    returning l.id
+  `.execute(ctx.db);
+  return result.rows.map((r) => r.id);
 }
 
 /** db_updated → done: the source is deleted. The lease is released. */
