@@ -5,14 +5,15 @@ import {
   markCopied,
   markDone,
   markUnmovable,
+  parkDbUpdated,
   recordFailures,
+  refuseDelete,
   releaseLeases,
   renewLeases,
   requeueReferenced,
   type LedgerContext,
   type LedgerRow,
 } from '../ledger/state-machine.js';
-import { parkDbUpdated, refuseDelete } from '../ledger/staged.js';
 import { copyObjects, type CopyContext } from './copy-objects.js';
 import { bump } from './counters.js';
 import { deleteSources } from './delete-sources.js';

@@ -1,5 +1,5 @@
 import type { Kysely } from 'kysely';
-import { listRefusedDeletes } from '../ledger/staged.js';
+import { listRefusedDeletes } from '../ledger/state-machine.js';
 import { out } from '../util/output.js';
 
 /**

@@ -2,10 +2,9 @@ import { DeleteObjectsCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import { withDbRetry } from '../db/retry.js';
 import { FatalError } from '../errors.js';
 import { copyObject, type CopyContext } from '../execute/copy-objects.js';
-import type { LedgerContext, LedgerRow } from '../ledger/state-machine.js';
 import { classifyS3Error, describeS3Error, s3ErrorCode, s3HttpStatus } from '../s3/errors.js';
 import { sendWithRetry } from '../s3/retry.js';
-import { markReverted, recordRevertFailures, revertRows, type RevertRow } from './revert-ledger.js';
+import { markReverted, recordRevertFailures, revertRows, type LedgerContext, type LedgerRow, type RevertRow } from '../ledger/state-machine.js';
 
 /** What one revert batch did, for the run's totals. */
 export interface RevertTally {

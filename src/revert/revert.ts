@@ -9,7 +9,16 @@ import { UsageError } from '../errors.js';
 import type { ExecuteConfig } from '../execute/execute-config.js';
 import { bindLedgerConfig, ledgerExists } from '../ledger/ledger-config.js';
 import { countStates, finishRun, startRun } from '../ledger/runs.js';
-import { renewLeases, type LedgerContext } from '../ledger/state-machine.js';
+import {
+  type LedgerContext,
+  claimRevert,
+  ensureRevertIndex,
+  hasRevertable,
+  listRevertFailed,
+  releaseRevertLeases,
+  renewLeases,
+  requeueRevertFailed,
+} from '../ledger/state-machine.js';
 import { createS3Client } from '../s3/client.js';
 import { AdaptiveLimiter } from '../s3/limiter.js';
 import { checkLocation } from '../s3/preflight.js';
@@ -17,14 +26,6 @@ import type { RequestStats } from '../s3/retry.js';
 import { addLogFields } from '../util/json-log.js';
 import { formatDuration, out } from '../util/output.js';
 import { revertBatch, type RevertTally } from './revert-batch.js';
-import {
-  claimRevert,
-  ensureRevertIndex,
-  hasRevertable,
-  listRevertFailed,
-  releaseRevertLeases,
-  requeueRevertFailed,
-} from './revert-ledger.js';
 
 /** Settings of one `revert` run. */
 export interface RevertConfig {
