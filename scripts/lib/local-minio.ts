@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { guardChild, type ChildGuard } from './child-reaper.js';
 import { freePort } from './free-port.js';
+import { findOnPath, goInstall, isExecutable } from './go-install.js';
 
 /** Where the S3 server in use came from. */
 export type S3Kind = 'configured' | 'minio';
@@ -48,8 +49,6 @@ export const MINIO_MODULE = 'github.com/minio/minio@v0.0.0-20260212201848-7aac2a
 
 const HEALTH_TIMEOUT_MS = 30_000;
 const STOP_GRACE_MS = 5_000;
-const LOCK_STALE_MS = 30 * 60_000;
-const LOCK_POLL_MS = 1_000;
 const DEFAULT_REGION = 'us-east-1';
 
 /**
@@ -105,13 +104,13 @@ export async function ensureMinioBinary(opts: StartS3Options = {}): Promise<stri
   const log = opts.log ?? (() => undefined);
   const found = await findMinioBinary(env);
   if (found) return found;
-  const cacheDir = minioCacheDir(env);
-  await fsp.mkdir(cacheDir, { recursive: true });
-  return withBuildLock(cacheDir, log, async () => {
-    // Whoever held the lock before us may have just built it.
-    const cached = path.join(cacheDir, 'minio');
-    if (await isExecutable(cached)) return cached;
-    return buildMinio(cacheDir, env, log);
+  return goInstall({
+    module: MINIO_MODULE,
+    binary: 'minio',
+    cacheDir: minioCacheDir(env),
+    env,
+    log: (line) => log(`s3: ${line}`),
+    failure: noMinioMessage,
   });
 }
 
@@ -127,148 +126,11 @@ async function findMinioBinary(env: NodeJS.ProcessEnv): Promise<string | undefin
   return (await isExecutable(cached)) ? cached : undefined;
 }
 
-async function findOnPath(name: string, searchPath: string | undefined): Promise<string | undefined> {
-  for (const dir of (searchPath ?? '').split(path.delimiter)) {
-    if (dir === '') continue;
-    const candidate = path.join(dir, name);
-    if (await isExecutable(candidate)) return candidate;
-  }
-  return undefined;
-}
-
-async function isExecutable(file: string): Promise<boolean> {
-  try {
-    const stat = await fsp.stat(file);
-    if (!stat.isFile()) return false;
-    await fsp.access(file, fs.constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 function noMinioMessage(reason: string): string {
   return (
     `no MinIO binary and ${reason}; set S3_ENDPOINT (with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) ` +
     `to use an existing S3-compatible server, or MINIO_BIN to a minio server binary`
   );
-}
-
-/**
- * Builds into a private GOBIN and renames into place, so a reader never sees
- * a half-written binary and two builders (after a stolen stale lock) cannot
- * corrupt each other's output.
- */
-async function buildMinio(cacheDir: string, env: NodeJS.ProcessEnv, log: (line: string) => void): Promise<string> {
-  const go = await findOnPath('go', env.PATH);
-  if (!go) throw new Error(noMinioMessage(`Go is not installed to build one (${MINIO_MODULE})`));
-  const stagingDir = await fsp.mkdtemp(path.join(cacheDir, '.build-'));
-  const buildLog = path.join(cacheDir, 'minio-build.log');
-  log(`s3: building MinIO with go install ${MINIO_MODULE} (a few minutes the first time; log: ${buildLog})`);
-  const startedAt = Date.now();
-  try {
-    const code = await runToFile(go, ['install', MINIO_MODULE], buildLog, {
-      cwd: stagingDir,
-      env: { ...env, GOBIN: stagingDir, CGO_ENABLED: '0' },
-    });
-    if (code !== 0) throw new Error(noMinioMessage(`building one with go install failed (exit ${code}, see ${buildLog})`));
-    const target = path.join(cacheDir, 'minio');
-    await fsp.rename(path.join(stagingDir, 'minio'), target);
-    log(`s3: built ${target} in ${Math.round((Date.now() - startedAt) / 1000)} s`);
-    return target;
-  } finally {
-    await fsp.rm(stagingDir, { recursive: true, force: true });
-  }
-}
-
-function runToFile(
-  command: string,
-  args: string[],
-  logFile: string,
-  options: { cwd: string; env: NodeJS.ProcessEnv },
-): Promise<number | null> {
-  const fd = fs.openSync(logFile, 'w');
-  try {
-    const child = spawn(command, args, { ...options, stdio: ['ignore', fd, fd] });
-    const guard = guardChild(child);
-    return new Promise((resolve, reject) => {
-      child.once('error', (error) => (guard.release(), reject(error)));
-      child.once('exit', (code) => (guard.release(), resolve(code)));
-    });
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-interface LockOwner {
-  pid: number;
-  host: string;
-  startedAt: number;
-}
-
-/**
- * A directory lock: `mkdir` is atomic on every filesystem we care about, and
- * unlike lock files it needs no cleanup of half-written content. A lock whose
- * owner process is dead (same host) or that is older than any build could
- * take is stale and removed.
- */
-async function withBuildLock<T>(cacheDir: string, log: (line: string) => void, fn: () => Promise<T>): Promise<T> {
-  const lockDir = path.join(cacheDir, '.minio-build.lock');
-  const deadline = Date.now() + LOCK_STALE_MS;
-  let announced = false;
-  for (;;) {
-    if (await tryAcquire(lockDir)) break;
-    if (await isStale(lockDir)) {
-      log(`s3: removing stale MinIO build lock ${lockDir}`);
-      await fsp.rm(lockDir, { recursive: true, force: true });
-      continue;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for the MinIO build lock ${lockDir}`);
-    if (!announced) log(`s3: waiting for another process to finish building MinIO (lock ${lockDir})`);
-    announced = true;
-    await sleep(LOCK_POLL_MS);
-  }
-  try {
-    return await fn();
-  } finally {
-    await fsp.rm(lockDir, { recursive: true, force: true });
-  }
-}
-
-async function tryAcquire(lockDir: string): Promise<boolean> {
-  try {
-    await fsp.mkdir(lockDir);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw error;
-  }
-  const owner: LockOwner = { pid: process.pid, host: os.hostname(), startedAt: Date.now() };
-  await fsp.writeFile(path.join(lockDir, 'owner.json'), JSON.stringify(owner));
-  return true;
-}
-
-async function isStale(lockDir: string): Promise<boolean> {
-  let owner: LockOwner;
-  try {
-    owner = JSON.parse(await fsp.readFile(path.join(lockDir, 'owner.json'), 'utf8')) as LockOwner;
-  } catch {
-    // The owner may be between mkdir and writing owner.json; only a lock
-    // that stays ownerless for a while is abandoned.
-    const stat = await fsp.stat(lockDir).catch(() => undefined);
-    return stat !== undefined && Date.now() - stat.mtimeMs > 60_000;
-  }
-  if (Date.now() - owner.startedAt > LOCK_STALE_MS) return true;
-  return owner.host === os.hostname() && !isProcessAlive(owner.pid);
-}
-
-function isProcessAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    // EPERM: it exists but belongs to someone else.
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 // ---------------------------------------------------------------------------

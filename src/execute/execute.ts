@@ -8,7 +8,7 @@ import { withDbRetry } from '../db/retry.js';
 import { inspectTable } from '../db/table-info.js';
 import { UsageError } from '../errors.js';
 import { bindLedgerConfig, ledgerExists } from '../ledger/ledger-config.js';
-import { countStates, finishRun, startRun } from '../ledger/runs.js';
+import { countStates, finishRun, runOutcome, startRun } from '../ledger/runs.js';
 import { requeueFailed } from '../ledger/state-machine.js';
 import { addLogFields } from '../util/json-log.js';
 import { startMetrics } from './metrics.js';
@@ -146,21 +146,12 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
       out.info(`${states.db_updated} keys moved with their sources kept: validate, then run execute --delete-only`);
     }
 
-    let exitCode = 0;
-    let status: 'succeeded' | 'failed' | 'interrupted' = 'succeeded';
-    if (fatal) {
-      out.error(`stopped: ${fatal}`);
-      exitCode = 1;
-      status = 'failed';
-    } else if (signal) {
-      out.info('interrupted: run the same execute command again to resume where this one stopped');
-      exitCode = signal === 'SIGINT' ? 130 : 143;
-      status = 'interrupted';
-    } else if ((states.failed ?? 0) > 0 || (states.conflict ?? 0) > 0 || (states.archived ?? 0) > 0) {
-      out.info('some keys failed, are in conflict or are archived: see bucket-migrate report; execute --retry-failed re-queues failed keys');
-      exitCode = 1;
-      status = 'failed';
-    }
+    const { status, exitCode } = runOutcome('execute', {
+      fatal,
+      signal,
+      keysFailed: (states.failed ?? 0) > 0 || (states.conflict ?? 0) > 0 || (states.archived ?? 0) > 0,
+      failedHint: 'some keys failed, are in conflict or are archived: see bucket-migrate report; execute --retry-failed re-queues failed keys',
+    });
     await withDbRetry(() => finishRun(db, schema, runId, status, exitCode, summary));
     return exitCode;
   } finally {

@@ -1,5 +1,6 @@
 import os from 'node:os';
 import { sql, type Kysely } from 'kysely';
+import { out } from '../util/output.js';
 
 /**
  * The runs table: one row per command run, with its configuration (already
@@ -36,4 +37,35 @@ export async function countStates(db: Kysely<any>, schema: string): Promise<Reco
     select state, count(*)::int as n from ${sql.id(schema, 'migration_ledger')} group by state
   `.execute(db);
   return Object.fromEntries(result.rows.map((r) => [r.state, r.n]));
+}
+
+/** How a run ended, as recorded in `runs` and returned as the exit code. */
+export interface RunOutcome {
+  status: 'succeeded' | 'failed' | 'interrupted';
+  exitCode: number;
+}
+
+/**
+ * The outcome of an `execute` or `revert` run, printing its last line: a
+ * fatal error stops it (1), a signal interrupts it (130 for SIGINT, 143 for
+ * SIGTERM; run the same command again to resume), keys that did not make it
+ * fail it (1, with `failedHint` printed).
+ */
+export function runOutcome(
+  command: 'execute' | 'revert',
+  ended: { fatal?: string; signal?: NodeJS.Signals; keysFailed: boolean; failedHint?: string },
+): RunOutcome {
+  if (ended.fatal) {
+    out.error(`stopped: ${ended.fatal}`);
+    return { status: 'failed', exitCode: 1 };
+  }
+  if (ended.signal) {
+    out.info(`interrupted: run the same ${command} command again to resume where this one stopped`);
+    return { status: 'interrupted', exitCode: ended.signal === 'SIGINT' ? 130 : 143 };
+  }
+  if (ended.keysFailed) {
+    if (ended.failedHint) out.info(ended.failedHint);
+    return { status: 'failed', exitCode: 1 };
+  }
+  return { status: 'succeeded', exitCode: 0 };
 }

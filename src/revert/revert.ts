@@ -8,7 +8,7 @@ import { inspectTable } from '../db/table-info.js';
 import { UsageError } from '../errors.js';
 import type { ExecuteConfig } from '../execute/execute-config.js';
 import { bindLedgerConfig, ledgerExists } from '../ledger/ledger-config.js';
-import { countStates, finishRun, startRun } from '../ledger/runs.js';
+import { countStates, finishRun, runOutcome, startRun } from '../ledger/runs.js';
 import {
   type LedgerContext,
   claimRevert,
@@ -166,20 +166,7 @@ export async function revert(config: RevertConfig): Promise<number> {
       out.error('fix each cause, then run bucket-migrate revert --retry-failed');
     }
 
-    let exitCode = 0;
-    let status: 'succeeded' | 'failed' | 'interrupted' = 'succeeded';
-    if (fatal) {
-      out.error(`stopped: ${fatal}`);
-      exitCode = 1;
-      status = 'failed';
-    } else if (signal) {
-      out.info('interrupted: run the same revert command again to resume');
-      exitCode = signal === 'SIGINT' ? 130 : 143;
-      status = 'interrupted';
-    } else if (given.total > 0) {
-      exitCode = 1;
-      status = 'failed';
-    }
+    const { status, exitCode } = runOutcome('revert', { fatal, signal, keysFailed: given.total > 0 });
     await finishRun(db, schema, runId, status, exitCode, { seconds, ...tally, requests: stats.requests, states });
     return exitCode;
   } finally {
