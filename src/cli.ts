@@ -13,7 +13,7 @@ import { revertCommand } from './commands/revert-command.js';
 import { reportCommand } from './commands/report-command.js';
 import { seedCommand } from './commands/seed-command.js';
 import { validateCommand } from './commands/validate-command.js';
-import { FatalError, UsageError, oneLine } from './errors.js';
+import { FatalError, UsageError, explainDbError, oneLine } from './errors.js';
 import { out } from './util/output.js';
 
 // Values already in the environment win over .env, and flags win over both.
@@ -65,7 +65,7 @@ async function main(argv: string[]): Promise<number> {
       out.error(err.message);
       return err.exitCode;
     }
-    out.error(`unexpected error: ${oneLine(err)}`);
+    out.error(explainDbError(err) ?? `unexpected error: ${oneLine(err)}`);
     if (process.env.BUCKET_MIGRATE_DEBUG && err instanceof Error) out.info(err.stack ?? '');
     return 1;
   }

@@ -27,3 +27,24 @@ export function oneLine(err: unknown): string {
   const text = err instanceof Error ? err.message || err.name : String(err);
   return text.replace(/\s*\n\s*/g, ' ').trim();
 }
+
+/**
+ * One line, naming what to do, for a database error that no retry fixes and
+ * that an operator can: a missing privilege, a full disk, a table or column
+ * gone from under the run. Undefined for any other error.
+ */
+export function explainDbError(err: unknown): string | undefined {
+  const e = err as { code?: string; message?: string };
+  const message = oneLine(e?.message ?? err);
+  switch (e?.code) {
+    case '42501':
+      return `the database refused: ${message}; grant the privileges in docs/PRIVILEGES.md, then run the same command again to resume`;
+    case '53100':
+      return `the database is out of disk space (${message}); free some, then run the same command again to resume`;
+    case '42P01':
+    case '42703':
+      return `the database no longer has what this run uses (${message}): was the table or the ledger changed during the run?`;
+    default:
+      return undefined;
+  }
+}

@@ -10,10 +10,10 @@ import path from 'node:path';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { connectMc } from '../scripts/lib/local-mc.js';
 import { runCli } from './helpers/cli.js';
-import { getServices, setupTestEnv } from './helpers/services.js';
+import { getServices, listKeys, setupTestEnv, type TestEnv } from './helpers/services.js';
 import { assertMigrated, captureBaseline, query } from './support/end-state.js';
 
 const DOC = fileURLToPath(new URL('../../docs/PRIVILEGES.md', import.meta.url));
@@ -32,25 +32,31 @@ function withCredentials(url: string, user: string): string {
   return parsed.toString();
 }
 
-t.test('a full migration with exactly the documented privileges', async (t) => {
-  const env = await setupTestEnv(t);
-  const suffix = randomBytes(4).toString('hex');
-  const role = `bm_mig_${suffix}`;
+/**
+ * Creates `role` with exactly the documented Postgres grants (nothing from
+ * PUBLIC's defaults), dropped at teardown.
+ */
+async function grantDocumented(t: Test, env: TestEnv, role: string): Promise<void> {
   const { postgres } = await getServices();
+  // The role owns the ledger: its database goes first.
   t.teardown(async () => {
     await env.teardown();
     await query(postgres.url, `drop role if exists ${role}`).catch(() => undefined);
   });
+  const grants = block(readFileSync(DOC, 'utf8'), 'postgres').replace(/\bmigrator\b/g, role).replace(/\bappdb\b/g, env.dbName);
+  await query(env.databaseUrl, `revoke all on database "${env.dbName}" from public; revoke all on schema public from public;`);
+  await query(env.databaseUrl, grants);
+}
 
+t.test('a full migration with exactly the documented privileges', async (t) => {
+  const env = await setupTestEnv(t);
+  const suffix = randomBytes(4).toString('hex');
+  const role = `bm_mig_${suffix}`;
   // Setup as the admin: the table, rows and objects the application owns.
   t.equal((await runCli(['seed', '--count', '40', '--awkward', '--quiet'], { env: env.env })).code, 0);
   const baseline = await captureBaseline(env);
   const doc = readFileSync(DOC, 'utf8');
-
-  // Postgres: nothing from PUBLIC's defaults, only the documented grants.
-  const grants = block(doc, 'postgres').replace(/\bmigrator\b/g, role).replace(/\bappdb\b/g, env.dbName);
-  await query(env.databaseUrl, `revoke all on database "${env.dbName}" from public; revoke all on schema public from public;`);
-  await query(env.databaseUrl, grants);
+  await grantDocumented(t, env, role);
   const attrs = await query<{ rolsuper: boolean; rolcreatedb: boolean; rolcreaterole: boolean; rolbypassrls: boolean }>(
     env.databaseUrl,
     'select rolsuper, rolcreatedb, rolcreaterole, rolbypassrls from pg_roles where rolname = $1',
@@ -112,4 +118,27 @@ t.test('a full migration with exactly the documented privileges', async (t) => {
     t.equal(result.code, 0, `${args.join(' ')} with the documented privileges\n${result.stdout}\n${result.stderr}`);
   }
   await assertMigrated(t, env, baseline, { env: restricted });
+});
+
+t.test('a privilege missing mid-run stops execute with one line naming the fix, and loses nothing', async (t) => {
+  const env = await setupTestEnv(t);
+  const role = `bm_short_${randomBytes(4).toString('hex')}`;
+  t.equal((await runCli(['seed', '--count', '30', '--quiet'], { env: env.env })).code, 0);
+  await grantDocumented(t, env, role);
+  const restricted = { ...env.env, DATABASE_URL: withCredentials(env.databaseUrl, role) };
+  t.equal((await runCli(['plan'], { env: restricted })).code, 0, 'plan needs no UPDATE');
+  // The one right the commit needs, taken away.
+  await query(env.databaseUrl, `revoke update on avatars from ${role}`);
+  const run = await runCli(['execute', '--threads', '1', '--quiet'], { env: restricted });
+  t.equal(run.code, 1, run.stderr);
+  t.match(run.stderr, /stopped: the database refused: permission denied for table avatars; grant the privileges in docs\/PRIVILEGES\.md/);
+  t.notMatch(run.stderr, /unexpected|    at /, 'no stack trace, nothing unexplained');
+  const rows = await query<{ path: string }>(env.databaseUrl, 'select path from avatars');
+  t.ok(rows.every((r) => r.path.startsWith('image/')), 'no row changed');
+  t.equal((await listKeys(env.s3client, env.sourceBucket, 'image/')).length, 30, 'no source deleted');
+  // Granted again, the same command finishes the job.
+  await query(env.databaseUrl, `grant update (path) on avatars to ${role}`);
+  const again = await runCli(['execute', '--threads', '1', '--quiet'], { env: restricted });
+  t.equal(again.code, 0, again.stderr);
+  t.same(await listKeys(env.s3client, env.sourceBucket, 'image/'), [], 'every source moved');
 });

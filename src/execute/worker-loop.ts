@@ -3,7 +3,7 @@ import { threadId } from 'node:worker_threads';
 import { sql } from 'kysely';
 import { createDatabase } from '../db/database.js';
 import { withDbRetry } from '../db/retry.js';
-import { FatalError, oneLine } from '../errors.js';
+import { FatalError, explainDbError, oneLine } from '../errors.js';
 import { claimBatch, releaseLeases, type LedgerContext, type LiveState } from '../ledger/state-machine.js';
 import { createS3Client } from '../s3/client.js';
 import { AdaptiveLimiter } from '../s3/limiter.js';
@@ -88,7 +88,7 @@ export async function runWorker(task: WorkerTask): Promise<WorkerResult> {
   try {
     await Promise.all(Array.from({ length: config.pipeline }, (_, lane) => loop(lane)));
   } catch (err) {
-    result.fatal = err instanceof FatalError ? err.message : `unexpected error in worker: ${oneLine(err)}`;
+    result.fatal = err instanceof FatalError ? err.message : (explainDbError(err) ?? `unexpected error in worker: ${oneLine(err)}`);
     write(counters, 'stop', 1);
   } finally {
     bump(counters, 'requests', stats.requests);
