@@ -46,8 +46,8 @@ export async function plan(config: MigrateConfig, options: PlanOptions): Promise
     await migrateLedger(db, schema);
     await bindLedgerConfig(db, config, 'plan');
     const runId = await startRun(db, schema, options.list ? 'plan --list' : 'plan', describeConfig(config));
-    const ctx = { db, schema, table: config.table, idColumn: config.idColumn, pathColumn: config.pathColumn };
-    const snapshot = await snapshotTable(ctx, config.source.prefix, config.target.prefix, runId);
+    const ctx = { db, url, schema, table: config.table, idColumn: config.idColumn, pathColumn: config.pathColumn };
+    const { snapshot } = await snapshotTable(ctx, config.source.prefix, config.target.prefix, runId);
     const outside = await countOutside(ctx, config.source.prefix, config.target.prefix);
     let listing: ListResult | undefined;
     if (options.list) {
