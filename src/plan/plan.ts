@@ -47,8 +47,14 @@ export async function plan(config: MigrateConfig, options: PlanOptions): Promise
     await bindLedgerConfig(db, config, 'plan');
     const runId = await startRun(db, schema, options.list ? 'plan --list' : 'plan', describeConfig(config));
     const ctx = { db, url, schema, table: config.table, idColumn: config.idColumn, pathColumn: config.pathColumn };
-    const { snapshot } = await snapshotTable(ctx, config.source.prefix, config.target.prefix, runId);
-    const outside = await countOutside(ctx, config.source.prefix, config.target.prefix);
+    // The count of rows outside both prefixes reads only the table: it runs
+    // on the pool's other connection while the snapshot's reader is still
+    // scanning and sorting (the loading backend idles until the first
+    // sorted row), so it costs no wall-clock time.
+    const counting = countOutside(ctx, config.source.prefix, config.target.prefix);
+    counting.catch(() => undefined); // awaited below; a snapshot failure wins
+    const { snapshot, bulk } = await snapshotTable(ctx, config.source.prefix, config.target.prefix, runId);
+    const outside = await counting;
     let listing: ListResult | undefined;
     if (options.list) {
       const s3 = createS3Client(config.s3, { maxSockets: 4 });
@@ -66,7 +72,9 @@ export async function plan(config: MigrateConfig, options: PlanOptions): Promise
         s3.destroy();
       }
     }
-    const states = await countStates(db, schema);
+    // After a bulk load into the empty ledger, every key is pending or
+    // refused: no need to scan a million rows to count them.
+    const states = bulk && !listing ? bulkStates(snapshot) : await countStates(db, schema);
     const total = Object.values(states).reduce((a, b) => a + b, 0);
     await finishRun(db, schema, runId, 'succeeded', 0, { ...snapshot, ...(listing ? { listing } : {}), outside, total });
     const result: PlanResult = { runId, snapshot, listing, outside, total, states };
@@ -76,6 +84,13 @@ export async function plan(config: MigrateConfig, options: PlanOptions): Promise
   } finally {
     await db.destroy();
   }
+}
+
+function bulkStates(snapshot: SnapshotResult): Record<string, number> {
+  const states: Record<string, number> = {};
+  if (snapshot.added > snapshot.refused) states.pending = snapshot.added - snapshot.refused;
+  if (snapshot.refused > 0) states.failed = snapshot.refused;
+  return states;
 }
 
 function printPlan(config: MigrateConfig, result: PlanResult): void {
