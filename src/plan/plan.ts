@@ -5,10 +5,8 @@ import { migrateLedger } from '../db/migrate.js';
 import { inspectTable } from '../db/table-info.js';
 import { bindLedgerConfig } from '../ledger/ledger-config.js';
 import { countStates, finishRun, startRun } from '../ledger/runs.js';
-import { createS3Client } from '../s3/client.js';
-import { checkLocation } from '../s3/preflight.js';
 import { out } from '../util/output.js';
-import { reconcileWithListing, type ListResult } from './list-source.js';
+import type { ListResult } from './list-source.js';
 import { countOutside, outsideTotal, type OutsideRows } from './outside.js';
 import { snapshotTable, type SnapshotResult } from './snapshot.js';
 
@@ -57,6 +55,12 @@ export async function plan(config: MigrateConfig, options: PlanOptions): Promise
     const outside = await counting;
     let listing: ListResult | undefined;
     if (options.list) {
+      // The AWS SDK is loaded only for --list: a plain plan never talks to S3.
+      const [{ createS3Client }, { checkLocation }, { reconcileWithListing }] = await Promise.all([
+        import('../s3/client.js'),
+        import('../s3/preflight.js'),
+        import('./list-source.js'),
+      ]);
       const s3 = createS3Client(config.s3, { maxSockets: 4 });
       try {
         await checkLocation(s3, config.source, 'SOURCE_BUCKET');
