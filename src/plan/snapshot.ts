@@ -22,8 +22,10 @@ type SnapshotContext = Pick<LedgerContext, 'db' | 'schema' | 'table' | 'idColumn
 
 /**
  * Copies every table row under the source prefix into the ledger, one row per
- * distinct key, in one server-side statement: no table row passes through
- * this process, so it scales with Postgres, not with Node's heap.
+ * distinct key. Postgres does the work: the upsert is one server-side
+ * statement, and the bulk load streams COPY data from one connection to
+ * another through a fixed-size buffer, never parsing a row here. Either way
+ * it scales with Postgres, not with Node's heap.
  *
  * The destination key replaces only the leading prefix. Re-running adds new
  * keys and new referencing ids, and changes nothing else, except that a key
