@@ -95,6 +95,14 @@ export async function snapshotTable(
  * bytes are. The ids are aggregated from input sorted by (key, id) rather
  * than with `array_agg(... order by id)`, which in Postgres 15 and older
  * starts a sort per group: a million sorts of one row for a million keys.
+ *
+ * The refusal is a function of the key alone, so it is computed per table
+ * row below the sort and carried through the grouping (constant within a
+ * group; the sort compares it only between rows of one key). There it runs
+ * in the scan, which Postgres can split between parallel workers, rather
+ * than after the aggregate in the one process that also writes the
+ * output: the control-character regex was a third of the bulk load
+ * reader's CPU (0.68 of 2.2 s for 1M keys).
  */
 function judgedRefs(
   ctx: SnapshotContext,
@@ -108,20 +116,20 @@ function judgedRefs(
   const growth = Buffer.byteLength(targetPrefix) - Buffer.byteLength(sourcePrefix);
   return sql`
     refs as (
-      select src_key, array_agg(row_id) as row_ids
+      select src_key, refusal, array_agg(row_id) as row_ids
       from (
-        select t.${path}::text collate "C" as src_key, t.${id}::text as row_id
+        select t.${path}::text collate "C" as src_key, t.${id}::text as row_id,
+               case when octet_length(t.${path}::text) + ${value(growth)}::int > 1024 then 'destination key is longer than 1024 bytes'
+                    when t.${path}::text collate "C" ~ '[\\x01-\\x1f\\x7f]' then 'key contains control characters, which S3 listings cannot carry'
+               end as refusal
         from ${table} as t
         where starts_with(t.${path}, ${value(sourcePrefix)})
-        order by 1, t.${id}
+        order by 1, 3, t.${id}
       ) as sorted
-      group by src_key
+      group by src_key, refusal
     ),
     judged as (
-      select src_key, ${value(targetPrefix)} || substr(src_key, ${value(sourcePrefix.length)} + 1) as dst_key, row_ids,
-             case when octet_length(src_key) + ${value(growth)}::int > 1024 then 'destination key is longer than 1024 bytes'
-                  when src_key ~ '[\\x01-\\x1f\\x7f]' then 'key contains control characters, which S3 listings cannot carry'
-             end as refusal
+      select src_key, ${value(targetPrefix)} || substr(src_key, ${value(sourcePrefix.length)} + 1) as dst_key, row_ids, refusal
       from refs
     )
   `;
@@ -201,6 +209,11 @@ async function bulkLoad(
     // prepares the ledger; its output waits in the stream (paused at the
     // high-water mark) until the COPY FROM below takes it.
     await reader.query(`set work_mem = '256MB'`);
+    // Until the first sorted row, the loading backend has nothing to do:
+    // make a parallel scan and sort look as cheap as it is here, so the
+    // scan, the refusal checks and the sort can use that idle core
+    // (max_parallel_workers_per_gather still decides how many workers).
+    await reader.query('set parallel_setup_cost = 0; set parallel_tuple_cost = 0');
     const source = reader.query(copyTo(copySelect(ctx, sourcePrefix, targetPrefix, runId)));
 
     await writer.query('begin');
