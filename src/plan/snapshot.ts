@@ -264,8 +264,12 @@ async function bulkLoad(
     if (began) await withTimeout(writer.query('rollback'), 10_000).catch(() => undefined);
     throw new FatalError(`plan: loading the ledger failed, the ledger is left empty: ${oneLine(err)}`);
   } finally {
-    reader.connection.stream.destroy();
-    await withTimeout(writer.end(), 10_000).catch(() => writer.connection.stream.destroy());
+    // After a failure the reader's socket is already closed; after a
+    // success both end politely, and are cut if the server does not answer.
+    await Promise.all([
+      withTimeout(reader.end(), 10_000).catch(() => reader.connection.stream.destroy()),
+      withTimeout(writer.end(), 10_000).catch(() => writer.connection.stream.destroy()),
+    ]);
   }
 }
 
