@@ -2,7 +2,6 @@ import { randomUUID } from 'node:crypto';
 import os from 'node:os';
 import { Command, Option } from 'commander';
 import { requireDatabaseUrl } from '../config/config.js';
-import { execute } from '../execute/execute.js';
 import { DEFAULT_DEST_CHECK, type DestCheck } from '../execute/execute-config.js';
 import type { ExecuteStage } from '../execute/stage.js';
 import { UsageError } from '../errors.js';
@@ -79,6 +78,8 @@ export function executeCommand(): Command {
     const migrate = configFrom(options);
     requireDatabaseUrl(migrate);
     const stage = stageFrom(options);
+    // The AWS SDK, worker pool and metrics load with the command, not at start-up.
+    const { execute } = await import('../execute/execute.js');
     const code = await execute(
       {
         migrate,

@@ -1,6 +1,5 @@
 import { Command, Option } from 'commander';
 import { UsageError } from '../errors.js';
-import { plan } from '../plan/plan.js';
 import { configFrom, withConfigOptions } from './options.js';
 
 export function planCommand(): Command {
@@ -19,6 +18,8 @@ export function planCommand(): Command {
     if (!options.list && command.getOptionValueSource('orphans') === 'cli') {
       throw new UsageError('--orphans only applies with --list (orphans are found by listing the source): add --list or drop --orphans');
     }
+    // Loaded here, not at start-up: `--help` and the other commands need none of it.
+    const { plan } = await import('../plan/plan.js');
     await plan(configFrom(options), { list: options.list, orphans: options.orphans, json: options.json });
   });
 }

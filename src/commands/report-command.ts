@@ -1,5 +1,4 @@
 import { Command } from 'commander';
-import { report } from '../report/report.js';
 import { configFrom, intOption, withConfigOptions } from './options.js';
 
 /** `bucket-migrate report`: where the migration stands, from the ledger alone. */
@@ -26,6 +25,7 @@ export function reportCommand(): Command {
           "  bucket-migrate report --json | jq '{planned, states, eta: .throughput.etaSeconds}'",
       ),
   ).action(async (options) => {
+    const { report } = await import('../report/report.js');
     await report(configFrom(options), {
       json: options.json,
       watch: options.watch,

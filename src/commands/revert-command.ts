@@ -2,7 +2,6 @@ import { randomUUID } from 'node:crypto';
 import os from 'node:os';
 import { Command, Option } from 'commander';
 import { requireDatabaseUrl } from '../config/config.js';
-import { revert } from '../revert/revert.js';
 import { enableJsonLogs } from '../util/json-log.js';
 import { configFrom, intOption, withConfigOptions } from './options.js';
 
@@ -36,6 +35,7 @@ export function revertCommand(): Command {
     if (options.logFormat === 'json') enableJsonLogs({ command: 'revert', process_id: processId });
     const migrate = configFrom(options);
     requireDatabaseUrl(migrate);
+    const { revert } = await import('../revert/revert.js');
     const code = await revert({
       migrate,
       concurrency: options.concurrency,

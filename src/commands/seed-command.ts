@@ -1,5 +1,4 @@
 import { Command } from 'commander';
-import { seed } from '../seed/seed.js';
 import { out } from '../util/output.js';
 import { configFrom, intOption, withConfigOptions } from './options.js';
 
@@ -19,6 +18,7 @@ export function seedCommand(): Command {
       .option('--quiet', 'no progress lines', false)
       .addHelpText('after', '\nExamples:\n  bucket-migrate seed --count 500\n  bucket-migrate seed --count 10000 --modern 1000 --awkward'),
   ).action(async (options) => {
+    const { seed } = await import('../seed/seed.js');
     const result = await seed(configFrom(options), {
       count: options.count,
       modern: options.modern,

@@ -3,7 +3,6 @@ import { requireDatabaseUrl } from '../config/config.js';
 import { UsageError } from '../errors.js';
 import { out } from '../util/output.js';
 import { formatValidate } from '../validate/format-validate.js';
-import { parseChecks, validate } from '../validate/validate.js';
 import { CHECKS } from '../validate/validate-types.js';
 import { configFrom, intOption, withConfigOptions } from './options.js';
 
@@ -42,6 +41,7 @@ export function validateCommand(): Command {
   ).action(async (options, command: Command) => {
     const config = configFrom(options);
     requireDatabaseUrl(config);
+    const { parseChecks, validate } = await import('../validate/validate.js');
     const checks = parseChecks(options.checks);
     if (typeof checks === 'string') {
       throw new UsageError(`--checks: unknown check ${JSON.stringify(checks)}; choose from ${Object.values(CHECKS).join(', ')}`);

@@ -5,10 +5,8 @@ import { migrateLedger } from '../db/migrate.js';
 import { inspectTable } from '../db/table-info.js';
 import { bindLedgerConfig } from '../ledger/ledger-config.js';
 import { countStates, finishRun, startRun } from '../ledger/runs.js';
-import { createS3Client } from '../s3/client.js';
-import { checkLocation } from '../s3/preflight.js';
 import { out } from '../util/output.js';
-import { reconcileWithListing, type ListResult } from './list-source.js';
+import type { ListResult } from './list-source.js';
 import { countOutside, outsideTotal, type OutsideRows } from './outside.js';
 import { snapshotTable, type SnapshotResult } from './snapshot.js';
 
@@ -46,11 +44,23 @@ export async function plan(config: MigrateConfig, options: PlanOptions): Promise
     await migrateLedger(db, schema);
     await bindLedgerConfig(db, config, 'plan');
     const runId = await startRun(db, schema, options.list ? 'plan --list' : 'plan', describeConfig(config));
-    const ctx = { db, schema, table: config.table, idColumn: config.idColumn, pathColumn: config.pathColumn };
-    const snapshot = await snapshotTable(ctx, config.source.prefix, config.target.prefix, runId);
-    const outside = await countOutside(ctx, config.source.prefix, config.target.prefix);
+    const ctx = { db, url, schema, table: config.table, idColumn: config.idColumn, pathColumn: config.pathColumn };
+    // The count of rows outside both prefixes reads only the table: it runs
+    // on the pool's other connection while the snapshot's reader is still
+    // scanning and sorting (the loading backend idles until the first
+    // sorted row), so it costs no wall-clock time.
+    const counting = countOutside(ctx, config.source.prefix, config.target.prefix);
+    counting.catch(() => undefined); // awaited below; a snapshot failure wins
+    const { snapshot, bulk } = await snapshotTable(ctx, config.source.prefix, config.target.prefix, runId);
+    const outside = await counting;
     let listing: ListResult | undefined;
     if (options.list) {
+      // The AWS SDK is loaded only for --list: a plain plan never talks to S3.
+      const [{ createS3Client }, { checkLocation }, { reconcileWithListing }] = await Promise.all([
+        import('../s3/client.js'),
+        import('../s3/preflight.js'),
+        import('./list-source.js'),
+      ]);
       const s3 = createS3Client(config.s3, { maxSockets: 4 });
       try {
         await checkLocation(s3, config.source, 'SOURCE_BUCKET');
@@ -66,7 +76,9 @@ export async function plan(config: MigrateConfig, options: PlanOptions): Promise
         s3.destroy();
       }
     }
-    const states = await countStates(db, schema);
+    // After a bulk load into the empty ledger, every key is pending or
+    // refused: no need to scan a million rows to count them.
+    const states = bulk && !listing ? bulkStates(snapshot) : await countStates(db, schema);
     const total = Object.values(states).reduce((a, b) => a + b, 0);
     await finishRun(db, schema, runId, 'succeeded', 0, { ...snapshot, ...(listing ? { listing } : {}), outside, total });
     const result: PlanResult = { runId, snapshot, listing, outside, total, states };
@@ -76,6 +88,13 @@ export async function plan(config: MigrateConfig, options: PlanOptions): Promise
   } finally {
     await db.destroy();
   }
+}
+
+function bulkStates(snapshot: SnapshotResult): Record<string, number> {
+  const states: Record<string, number> = {};
+  if (snapshot.added > snapshot.refused) states.pending = snapshot.added - snapshot.refused;
+  if (snapshot.refused > 0) states.failed = snapshot.refused;
+  return states;
 }
 
 function printPlan(config: MigrateConfig, result: PlanResult): void {
