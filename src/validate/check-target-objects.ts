@@ -23,14 +23,14 @@ interface TargetRow extends Expected {
  * source key (unique index), derived from the path by swapping the prefix,
  * which is how plan derives every destination key.
  */
-export function targetRowsQuery(ctx: ValidateContext, order: 'path' | 'random', limit?: number) {
+export function targetRowsQuery(ctx: ValidateContext, order: 'path' | 'random', limit?: number, samplePercent?: number) {
   const { config } = ctx;
   const path = sql.id(config.pathColumn);
   const tp = config.target.prefix;
   return sql<TargetRow>`
     select t.${sql.id(config.idColumn)}::text as row_id, t.${path}::text as path,
            l.state, l.src_size, l.src_etag, l.dst_etag
-    from ${appTable(config)} as t
+    from ${appTable(config)} as t ${samplePercent !== undefined ? sql`tablesample system (${samplePercent}::float4)` : sql``}
     left join ${ledgerTable(config)} as l
       on l.src_key = ${config.source.prefix}::text || substr(t.${path}::text, char_length(${tp}::text) + 1)
      and l.dst_key = t.${path}::text
