@@ -6,6 +6,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import t from 'tap';
+import { AdaptiveLimiter } from '../src/s3/limiter.js';
 import { SharedRateBucket } from '../src/s3/rate-bucket.js';
 
 const WORKER = new URL('./support/rate-bucket-worker.js', import.meta.url);
@@ -84,4 +85,25 @@ t.test('after a quiet spell no more than the burst goes at once', async (t) => {
   t.equal(immediate, 5, 'five go at once, the rest are scheduled');
   t.throws(() => SharedRateBucket.create(0), RangeError, 'a cap of 0 is no bucket');
   t.throws(() => SharedRateBucket.open(new SharedArrayBuffer(8)), TypeError, 'a buffer of another shape is refused');
+});
+
+t.test('the limiter takes from the shared bucket after its own caps', async (t) => {
+  const bucket = SharedRateBucket.create(50);
+  const limiter = new AdaptiveLimiter({ maxInFlight: 16, bucket });
+  t.equal(limiter.rateCap, 50, 'the cap in force is the bucket');
+  const started = now();
+  await Promise.all(Array.from({ length: 30 }, () => limiter.run(async () => undefined)));
+  const seconds = (now() - started) / 1000;
+  // 5 at once (the burst), then 25 more at 50/s.
+  t.ok(seconds >= 0.45, `30 requests at 50/s with a burst of 5 take at least 0.5 s: ${seconds.toFixed(2)} s`);
+});
+
+t.test('after a throttle the rate cap drops to 70% of the rate that drew it', async (t) => {
+  const limiter = new AdaptiveLimiter({ maxInFlight: 8 });
+  await Promise.all(Array.from({ length: 20 }, () => limiter.run(async () => undefined)));
+  limiter.onThrottle(Date.now());
+  t.equal(limiter.rateCap, 14, '20 requests in the last second: capped at 14/s');
+  t.equal(limiter.limit, 4, 'the in-flight limit is halved');
+  limiter.onThrottle(Date.now());
+  t.equal(limiter.rateCap, 14, 'a second throttle within the cooldown does not cut again');
 });

@@ -7,6 +7,7 @@ import { FatalError, oneLine } from '../errors.js';
 import { claimBatch, releaseLeases, type LedgerContext, type LiveState } from '../ledger/state-machine.js';
 import { createS3Client } from '../s3/client.js';
 import { AdaptiveLimiter } from '../s3/limiter.js';
+import { SharedRateBucket } from '../s3/rate-bucket.js';
 import type { RequestStats } from '../s3/retry.js';
 import { COUNTER, bump, read, write } from './counters.js';
 import type { ExecuteConfig } from './execute-config.js';
@@ -26,6 +27,8 @@ export interface WorkerTask {
   /** Ledger facts found by the main thread (`inspectTable`). */
   idCast: string;
   counters: Int32Array;
+  /** The process's `--max-rps` bucket (`SharedRateBucket.buffer`), shared by all its threads; none without a cap. */
+  rateBucket?: SharedArrayBuffer;
   workerIndex: number;
 }
 
@@ -43,7 +46,7 @@ export async function runWorker(task: WorkerTask): Promise<WorkerResult> {
   const limiter = new AdaptiveLimiter({
     maxInFlight: config.concurrency,
     minInFlight: Math.min(4, config.concurrency),
-    maxRps: config.maxRps > 0 ? config.maxRps / config.threads : 0,
+    bucket: task.rateBucket ? SharedRateBucket.open(task.rateBucket) : undefined,
   });
   const ledger: LedgerContext = {
     db,

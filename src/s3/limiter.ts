@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { SharedRateBucket } from './rate-bucket.js';
 
 /** Settings of the adaptive in-flight limit of one worker thread. */
 export interface LimiterConfig {
@@ -6,8 +7,11 @@ export interface LimiterConfig {
   maxInFlight: number;
   /** The floor it never drops below. */
   minInFlight?: number;
-  /** Requests per second for this thread, or 0 for no cap (`--max-rps` / threads). */
-  maxRps?: number;
+  /**
+   * The fixed cap of the whole process (`--max-rps`), shared with the
+   * limiters of its other threads; none when absent.
+   */
+  bucket?: SharedRateBucket;
   /** The adaptive rate cap never drops below this (requests per second). */
   minRps?: number;
 }
@@ -42,8 +46,9 @@ const LIFT_RPS = 100_000;
  * request was sent after the last decrease, and at most one decrease happens
  * per 250 ms.
  *
- * `maxRps` (from `--max-rps`, split evenly between a process's threads) is a
- * fixed token-bucket cap under all of this.
+ * `bucket` (from `--max-rps`) is a fixed cap under all of this, one token
+ * bucket for the whole process: a request takes a token from it after
+ * passing this thread's own caps.
  */
 export class AdaptiveLimiter {
   private limitValue: number;
@@ -52,7 +57,7 @@ export class AdaptiveLimiter {
   private readonly waiters: Array<() => void> = [];
   private readonly min: number;
   private readonly max: number;
-  private readonly fixedRps: number;
+  private readonly bucket: SharedRateBucket | undefined;
   private readonly minRps: number;
   /** The adaptive rate cap; Infinity when none. */
   private adaptiveRps = Infinity;
@@ -69,9 +74,8 @@ export class AdaptiveLimiter {
     this.max = Math.max(1, config.maxInFlight);
     this.min = Math.max(1, Math.min(config.minInFlight ?? 1, this.max));
     this.limitValue = this.max;
-    this.fixedRps = config.maxRps ?? 0;
+    this.bucket = config.bucket;
     this.minRps = Math.max(0.5, config.minRps ?? 1);
-    this.tokens = this.fixedRps > 0 ? this.fixedRps : 0;
   }
 
   /** The current in-flight limit. */
@@ -79,10 +83,9 @@ export class AdaptiveLimiter {
     return this.limitValue;
   }
 
-  /** The request rate in force (requests per second), or Infinity when uncapped. */
+  /** The request rate in force for this thread (requests per second), or Infinity when uncapped. */
   get rateCap(): number {
-    const fixed = this.fixedRps > 0 ? this.fixedRps : Infinity;
-    return Math.min(fixed, this.adaptiveRps);
+    return Math.min(this.bucket?.rps ?? Infinity, this.adaptiveRps);
   }
 
   /** Requests started over the last second. */
@@ -146,14 +149,18 @@ export class AdaptiveLimiter {
     if (this.inFlight < this.limitValue) this.inFlight += 1;
     // A slot handed over by `wake` is already counted.
     else await new Promise<void>((resolve) => this.waiters.push(resolve));
-    if (this.rateCap !== Infinity) await this.takeToken();
+    // This thread's own cap first: a token of the shared bucket is a promise
+    // to send, and must not be held while waiting for this thread's cap.
+    if (this.adaptiveRps !== Infinity) await this.takeToken();
+    if (this.bucket) await this.bucket.take();
     this.roll(Date.now());
     this.started[this.bucketAt % BUCKETS]! += 1;
   }
 
+  /** Takes a token of this thread's adaptive cap. */
   private async takeToken(): Promise<void> {
     for (;;) {
-      const rps = this.rateCap;
+      const rps = this.adaptiveRps;
       if (rps === Infinity) return;
       const now = Date.now();
       // Burst: at most a tenth of a second's worth, so a cap holds over short windows too.
