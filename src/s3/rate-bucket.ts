@@ -80,6 +80,11 @@ export class SharedRateBucket {
    * request that will be sent.
    */
   reserve(): number {
+    return Math.max(0, Number(this.reserveAt() - nowMicros()) / 1000);
+  }
+
+  /** Reserves the next slot; returns when it comes (microseconds, wall clock), now or earlier meaning at once. */
+  private reserveAt(): bigint {
     const interval = Atomics.load(this.cells, INTERVAL);
     const tolerance = Atomics.load(this.cells, TOLERANCE);
     for (;;) {
@@ -90,13 +95,25 @@ export class SharedRateBucket {
       const next = start + interval;
       if (Atomics.compareExchange(this.cells, TAT, tat, next) !== tat) continue;
       const at = next - interval - tolerance;
-      return at > now ? Number(at - now) / 1000 : 0;
+      return at > now ? at : now;
     }
   }
 
-  /** Waits for the next slot: at once when the bucket has a token, else sleeps until it comes. */
+  /**
+   * Waits for the next slot: at once when the bucket has a token, else
+   * sleeps until it comes. A taker that wakes well after its slot (its
+   * thread was stalled: GC, a starved CPU) reserves again rather than go:
+   * all the takers of a stalled thread wake together, and going at once
+   * they would send a stall's worth of requests in one burst.
+   */
   async take(): Promise<void> {
-    const wait = this.reserve();
-    if (wait > 0) await sleep(Math.ceil(wait));
+    const late = Atomics.load(this.cells, TOLERANCE) + Atomics.load(this.cells, INTERVAL);
+    for (;;) {
+      const at = this.reserveAt();
+      const wait = Number(at - nowMicros()) / 1000;
+      if (wait <= 0) return;
+      await sleep(Math.ceil(wait));
+      if (nowMicros() - at <= late) return;
+    }
   }
 }
