@@ -23,8 +23,20 @@ const BUCKETS = 10;
 const DECREASE_COOLDOWN_MS = 250;
 /** After a throttle the rate is capped at this fraction of the rate that drew it. */
 const RATE_DECREASE = 0.7;
-/** Each second without a throttle raises the cap by this fraction (and at least 1 request/s). */
-const RATE_INCREASE = 0.05;
+/**
+ * Each second without a throttle, below the rate that drew the last one, the
+ * cap rises by this fraction of that rate (at least `MIN_STEP_RPS`): about
+ * 30 s from the cut back to where the server said no. Slow on purpose: a
+ * server's burst lets a client run above its limit until the burst is spent,
+ * so a fast climb overshoots by as much as it undershot and the rate averages
+ * out at the limit instead of below it. At 1% the climb from the cut leaves
+ * more unused than a burst of a second's worth can hold, so on average the
+ * rate stays below the limit.
+ */
+const RATE_STEP = 0.01;
+const MIN_STEP_RPS = 0.05;
+/** Past the rate that drew the last throttle, the server has room again: each second raises the cap by this fraction (and at least 1 request/s). */
+const RATE_PROBE = 0.05;
 /** A cap above this is no cap. */
 const LIFT_RPS = 100_000;
 
@@ -35,10 +47,12 @@ const LIFT_RPS = 100_000;
  * - Requests in flight: a throttle answer (503 SlowDown, 429) halves the
  *   limit; each run of successes as long as the limit adds one.
  * - Request rate: a throttle also caps the rate at 70% of the rate that drew
- *   it, and each second without one raises the cap by 5%, compounding (a
- *   minute or two without throttles lifts it). This is what settles
- *   the rate below a server's limit: on a fast network a few requests in
- *   flight can still exceed it, so the in-flight limit alone cannot.
+ *   it (or of what the server took, if more); each second without one raises
+ *   the cap by 1% of that rate, and once past it (the server has found more
+ *   room) by 5% a second, compounding (a minute or two more lifts it). This
+ *   is what settles the rate below a server's limit: on a fast network a few
+ *   requests in flight can still exceed it, so the in-flight limit alone
+ *   cannot.
  *
  * One burst of throttles is one decrease: when the server starts refusing,
  * every request in flight comes back refused at once, and halving for each
@@ -61,11 +75,14 @@ export class AdaptiveLimiter {
   private readonly minRps: number;
   /** The adaptive rate cap; Infinity when none. */
   private adaptiveRps = Infinity;
+  /** The rate that drew the last throttle: the cap climbs slowly up to it, faster past it. */
+  private ceilingRps = Infinity;
   private lastDecrease = -Infinity;
   private lastIncrease = 0;
   private tokens = 0;
   private lastRefill = Date.now();
   private readonly started = new Array<number>(BUCKETS).fill(0);
+  private readonly succeeded = new Array<number>(BUCKETS).fill(0);
   private bucketAt = Math.floor(Date.now() / BUCKET_MS);
   /** Throttle answers seen, for reporting. */
   throttles = 0;
@@ -94,6 +111,12 @@ export class AdaptiveLimiter {
     return this.started.reduce((a, b) => a + b, 0);
   }
 
+  /** Successes over the last second: what the server did take. */
+  get recentSuccesses(): number {
+    this.roll(Date.now());
+    return this.succeeded.reduce((a, b) => a + b, 0);
+  }
+
   /** Runs `fn` once a slot (and, with a rate cap, a token) is free. */
   async run<T>(fn: () => Promise<T>): Promise<T> {
     await this.acquire();
@@ -106,6 +129,8 @@ export class AdaptiveLimiter {
 
   /** Records a success: after a full window of them, allow one more in flight; raise the rate cap with time. */
   onSuccess(): void {
+    this.roll(Date.now());
+    this.succeeded[this.bucketAt % BUCKETS]! += 1;
     if (++this.successesSinceChange >= this.limitValue && this.limitValue < this.max) {
       this.limitValue += 1;
       this.successesSinceChange = 0;
@@ -115,7 +140,12 @@ export class AdaptiveLimiter {
       const now = Date.now();
       const seconds = (now - this.lastIncrease) / 1000;
       if (seconds >= 1) {
-        this.adaptiveRps += Math.max(1, this.adaptiveRps * RATE_INCREASE) * Math.floor(seconds);
+        for (let s = Math.floor(seconds); s > 0; s--) {
+          if (this.adaptiveRps < this.ceilingRps) {
+            const step = Math.max(MIN_STEP_RPS, this.ceilingRps * RATE_STEP);
+            this.adaptiveRps = Math.min(this.ceilingRps, this.adaptiveRps + step);
+          } else this.adaptiveRps += Math.max(1, this.adaptiveRps * RATE_PROBE);
+        }
         this.lastIncrease = now;
         // After a minute or two without a throttle the cap means nothing any more.
         if (this.adaptiveRps > LIFT_RPS) this.adaptiveRps = Infinity;
@@ -139,7 +169,13 @@ export class AdaptiveLimiter {
     this.lastIncrease = now;
     this.limitValue = Math.max(this.min, Math.floor(this.limitValue / 2));
     const drawn = Math.min(this.recentRate, this.adaptiveRps);
-    this.adaptiveRps = Math.max(this.minRps, drawn * RATE_DECREASE);
+    // Not below 70% of what the server took over the last second: while the
+    // answers to requests sent before a cut come back refused, cut after cut
+    // would otherwise spiral the cap far below the server's limit (on a
+    // loaded machine answers are slow, so such runs of cuts are long).
+    const taken = Math.min(this.recentSuccesses, this.adaptiveRps);
+    this.ceilingRps = Math.max(this.minRps, drawn, taken);
+    this.adaptiveRps = Math.max(this.minRps, drawn * RATE_DECREASE, taken * RATE_DECREASE);
     // Start from an empty bucket: no burst right after being told to slow down.
     this.tokens = 0;
     this.lastRefill = now;
@@ -178,8 +214,15 @@ export class AdaptiveLimiter {
   /** Advances the rate window to `now`, clearing buckets that fell out of it. */
   private roll(now: number): void {
     const bucket = Math.floor(now / BUCKET_MS);
-    if (bucket - this.bucketAt >= BUCKETS) this.started.fill(0);
-    else for (let b = this.bucketAt + 1; b <= bucket; b++) this.started[b % BUCKETS] = 0;
+    if (bucket - this.bucketAt >= BUCKETS) {
+      this.started.fill(0);
+      this.succeeded.fill(0);
+    } else {
+      for (let b = this.bucketAt + 1; b <= bucket; b++) {
+        this.started[b % BUCKETS] = 0;
+        this.succeeded[b % BUCKETS] = 0;
+      }
+    }
     if (bucket > this.bucketAt) this.bucketAt = bucket;
   }
 
