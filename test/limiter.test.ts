@@ -107,3 +107,23 @@ t.test('after a throttle the rate cap drops to 70% of the rate that drew it', as
   limiter.onThrottle(Date.now());
   t.equal(limiter.rateCap, 14, 'a second throttle within the cooldown does not cut again');
 });
+
+t.test('after a cut the rate cap climbs 0.5% of the rate that drew it a second, then faster past it', async (t) => {
+  const realNow = Date.now;
+  let clock = realNow();
+  Date.now = () => clock;
+  t.teardown(() => void (Date.now = realNow));
+  const limiter = new AdaptiveLimiter({ maxInFlight: 64 });
+  await Promise.all(Array.from({ length: 100 }, () => limiter.run(async () => undefined)));
+  limiter.onThrottle(clock);
+  t.equal(limiter.rateCap, 70, '100 requests in the last second: capped at 70/s');
+  clock += 1000;
+  limiter.onSuccess();
+  t.equal(limiter.rateCap, 70.5, 'one second later: +0.5% of 100');
+  clock += 10_000;
+  limiter.onSuccess();
+  t.equal(limiter.rateCap, 75.5, 'ten more: +5');
+  clock += 120_000;
+  limiter.onSuccess();
+  t.equal(limiter.rateCap > 100, true, `two minutes more: past the rate that drew the cut, climbing faster (${limiter.rateCap.toFixed(1)}/s)`);
+});

@@ -19,6 +19,8 @@ export interface LimiterConfig {
 /** Width of one bucket of the request-rate window, and how many there are (1 s). */
 const BUCKET_MS = 100;
 const BUCKETS = 10;
+/** Successes are kept this many buckets (5 s): see `onThrottle`. */
+const SUCCESS_BUCKETS = 50;
 /** One cut per this long: the throttles of one burst are one signal, not many. */
 const DECREASE_COOLDOWN_MS = 250;
 /** After a throttle the rate is capped at this fraction of the rate that drew it. */
@@ -26,14 +28,15 @@ const RATE_DECREASE = 0.7;
 /**
  * Each second without a throttle, below the rate that drew the last one, the
  * cap rises by this fraction of that rate (at least `MIN_STEP_RPS`): about
- * 30 s from the cut back to where the server said no. Slow on purpose: a
+ * 60 s from the cut back to where the server said no. Slow on purpose: a
  * server's burst lets a client run above its limit until the burst is spent,
- * so a fast climb overshoots by as much as it undershot and the rate averages
- * out at the limit instead of below it. At 1% the climb from the cut leaves
- * more unused than a burst of a second's worth can hold, so on average the
- * rate stays below the limit.
+ * with no 503 to say so, so a fast climb overshoots by as much as it
+ * undershot and the rate averages out at the limit instead of below it.
+ * At 0.5% the climb from the cut leaves more unused than a burst of a
+ * second's worth can hold, so on average the rate stays below the limit
+ * (at 1% it still went over: 60.3/s under 60/s in one run of three).
  */
-const RATE_STEP = 0.01;
+const RATE_STEP = 0.005;
 const MIN_STEP_RPS = 0.05;
 /** Past the rate that drew the last throttle, the server has room again: each second raises the cap by this fraction (and at least 1 request/s). */
 const RATE_PROBE = 0.05;
@@ -47,8 +50,8 @@ const LIFT_RPS = 100_000;
  * - Requests in flight: a throttle answer (503 SlowDown, 429) halves the
  *   limit; each run of successes as long as the limit adds one.
  * - Request rate: a throttle also caps the rate at 70% of the rate that drew
- *   it (or of what the server took, if more); each second without one raises
- *   the cap by 1% of that rate, and once past it (the server has found more
+ *   it (or of what the server took over 5 s, if more); each second without one raises
+ *   the cap by 0.5% of that rate, and once past it (the server has found more
  *   room) by 5% a second, compounding (a minute or two more lifts it). This
  *   is what settles the rate below a server's limit: on a fast network a few
  *   requests in flight can still exceed it, so the in-flight limit alone
@@ -82,7 +85,7 @@ export class AdaptiveLimiter {
   private tokens = 0;
   private lastRefill = Date.now();
   private readonly started = new Array<number>(BUCKETS).fill(0);
-  private readonly succeeded = new Array<number>(BUCKETS).fill(0);
+  private readonly succeeded = new Array<number>(SUCCESS_BUCKETS).fill(0);
   private bucketAt = Math.floor(Date.now() / BUCKET_MS);
   /** Throttle answers seen, for reporting. */
   throttles = 0;
@@ -111,10 +114,10 @@ export class AdaptiveLimiter {
     return this.started.reduce((a, b) => a + b, 0);
   }
 
-  /** Successes over the last second: what the server did take. */
-  get recentSuccesses(): number {
+  /** Successes per second over the last 5 s: what the server did take. */
+  get recentSuccessRate(): number {
     this.roll(Date.now());
-    return this.succeeded.reduce((a, b) => a + b, 0);
+    return this.succeeded.reduce((a, b) => a + b, 0) / ((SUCCESS_BUCKETS * BUCKET_MS) / 1000);
   }
 
   /** Runs `fn` once a slot (and, with a rate cap, a token) is free. */
@@ -130,7 +133,7 @@ export class AdaptiveLimiter {
   /** Records a success: after a full window of them, allow one more in flight; raise the rate cap with time. */
   onSuccess(): void {
     this.roll(Date.now());
-    this.succeeded[this.bucketAt % BUCKETS]! += 1;
+    this.succeeded[this.bucketAt % SUCCESS_BUCKETS]! += 1;
     if (++this.successesSinceChange >= this.limitValue && this.limitValue < this.max) {
       this.limitValue += 1;
       this.successesSinceChange = 0;
@@ -169,11 +172,13 @@ export class AdaptiveLimiter {
     this.lastIncrease = now;
     this.limitValue = Math.max(this.min, Math.floor(this.limitValue / 2));
     const drawn = Math.min(this.recentRate, this.adaptiveRps);
-    // Not below 70% of what the server took over the last second: while the
-    // answers to requests sent before a cut come back refused, cut after cut
-    // would otherwise spiral the cap far below the server's limit (on a
-    // loaded machine answers are slow, so such runs of cuts are long).
-    const taken = Math.min(this.recentSuccesses, this.adaptiveRps);
+    // Not below 70% of what the server took over the last 5 s: on a loaded
+    // machine requests leave in clumps, a clump empties the server's bucket
+    // even below its limit, and cut after cut (each measured on the rate the
+    // last one left) spiralled the cap far below the limit (9 to 18/s under
+    // 60/s), where a slow climb leaves it. Over 5 s, the server's burst adds
+    // at most a fifth of a second's worth, and 70% of that is below the limit.
+    const taken = this.recentSuccessRate;
     this.ceilingRps = Math.max(this.minRps, drawn, taken);
     this.adaptiveRps = Math.max(this.minRps, drawn * RATE_DECREASE, taken * RATE_DECREASE);
     // Start from an empty bucket: no burst right after being told to slow down.
@@ -214,13 +219,13 @@ export class AdaptiveLimiter {
   /** Advances the rate window to `now`, clearing buckets that fell out of it. */
   private roll(now: number): void {
     const bucket = Math.floor(now / BUCKET_MS);
-    if (bucket - this.bucketAt >= BUCKETS) {
+    if (bucket - this.bucketAt >= SUCCESS_BUCKETS) {
       this.started.fill(0);
       this.succeeded.fill(0);
     } else {
       for (let b = this.bucketAt + 1; b <= bucket; b++) {
         this.started[b % BUCKETS] = 0;
-        this.succeeded[b % BUCKETS] = 0;
+        this.succeeded[b % SUCCESS_BUCKETS] = 0;
       }
     }
     if (bucket > this.bucketAt) this.bucketAt = bucket;
