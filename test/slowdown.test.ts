@@ -61,8 +61,17 @@ async function sampled<T>(proxy: FaultProxy, work: () => Promise<T>): Promise<{ 
   }
 }
 
-/** Requests per second and throttled share between two fractions of the run's duration. */
+/**
+ * Requests per second and throttled share between two fractions of the time
+ * S3 traffic lasted: from the last sample before the first request to the
+ * end. Not of the whole command: on a loaded machine the CLI takes seconds
+ * to start and check before its first request (5 s of a 24 s run at load
+ * 12), and fractions of that would put the start-up burst where the settled
+ * window begins.
+ */
 function window(samples: Sample[], from: number, to: number) {
+  const first = samples.findIndex((s) => s.requests > 0);
+  samples = samples.slice(Math.max(0, first - 1));
   const start = samples[0]!.at;
   const span = samples[samples.length - 1]!.at - start;
   const pick = (f: number) => samples.reduce((best, s) => (Math.abs(s.at - start - f * span) < Math.abs(best.at - start - f * span) ? s : best));
