@@ -45,7 +45,7 @@ export function executeCommand(): Command {
       .option('--backoff-seconds <n>', 'first wait before a failed key is retried (doubles each time)', intOption('--backoff-seconds', 0, 3600), 2)
       .option('--multipart-threshold <size>', 'copy larger objects in parts', sizeOption('--multipart-threshold'), 5 * 1024 ** 3)
       .option('--part-size <size>', 'part size of multipart copies', sizeOption('--part-size'), 256 * 1024 ** 2)
-      .option('--max-rps <n>', 'S3 requests per second for this process, split evenly between its threads (0: no cap)', intOption('--max-rps', 0, 1_000_000), 0)
+      .option('--max-rps <n>', 'S3 requests per second for this whole process: one token bucket shared by all its threads (0: no cap)', intOption('--max-rps', 0, 1_000_000), 0)
       .option('--limit <n>', 'process at most this many keys, then stop (a canary; 0: all)', intOption('--limit', 0, 2_000_000_000), 0)
       .addOption(
         new Option(

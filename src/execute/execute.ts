@@ -14,6 +14,7 @@ import { addLogFields } from '../util/json-log.js';
 import { startMetrics } from './metrics.js';
 import { printRefusedDeletes } from './refused-deletes.js';
 import { createS3Client } from '../s3/client.js';
+import { SharedRateBucket } from '../s3/rate-bucket.js';
 import { checkLocation } from '../s3/preflight.js';
 import { formatDuration, formatRate, out } from '../util/output.js';
 import { createCounters, read, write } from './counters.js';
@@ -106,12 +107,16 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
       concurrentTasksPerWorker: 1,
     });
 
+    // One bucket for the process: the threads take their tokens from it, however the work falls between them.
+    const rateBucket = config.maxRps > 0 ? SharedRateBucket.create(config.maxRps).buffer : undefined;
     const started = Date.now();
     const progress = await withDbRetry(() => startProgress(db, schema, runId, counters, options.progress));
     let results: WorkerResult[];
     try {
       results = await Promise.all(
-        Array.from({ length: config.threads }, (_, workerIndex) => pool.run({ config, idCast: table.idCast, guardReferences: table.hasPathIndex, counters, workerIndex })),
+        Array.from({ length: config.threads }, (_, workerIndex) =>
+          pool.run({ config, idCast: table.idCast, guardReferences: table.hasPathIndex, counters, rateBucket, workerIndex }),
+        ),
       );
     } finally {
       await progress.stop();

@@ -7,6 +7,7 @@ import { FatalError, explainDbError, oneLine } from '../errors.js';
 import { claimBatch, releaseLeases, type LedgerContext, type LiveState } from '../ledger/state-machine.js';
 import { createS3Client } from '../s3/client.js';
 import { AdaptiveLimiter } from '../s3/limiter.js';
+import { SharedRateBucket } from '../s3/rate-bucket.js';
 import type { RequestStats } from '../s3/retry.js';
 import { COUNTER, bump, read, write } from './counters.js';
 import type { ExecuteConfig } from './execute-config.js';
@@ -28,6 +29,8 @@ export interface WorkerTask {
   /** Whether the path column has an index (`inspectTable`): see `LedgerContext.guardReferences`. */
   guardReferences: boolean;
   counters: Int32Array;
+  /** The process's `--max-rps` bucket (`SharedRateBucket.buffer`), shared by all its threads; none without a cap. */
+  rateBucket?: SharedArrayBuffer;
   workerIndex: number;
 }
 
@@ -45,7 +48,7 @@ export async function runWorker(task: WorkerTask): Promise<WorkerResult> {
   const limiter = new AdaptiveLimiter({
     maxInFlight: config.concurrency,
     minInFlight: Math.min(4, config.concurrency),
-    maxRps: config.maxRps > 0 ? config.maxRps / config.threads : 0,
+    bucket: task.rateBucket ? SharedRateBucket.open(task.rateBucket) : undefined,
   });
   const ledger: LedgerContext = {
     db,

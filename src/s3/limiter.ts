@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { SharedRateBucket } from './rate-bucket.js';
 
 /** Settings of the adaptive in-flight limit of one worker thread. */
 export interface LimiterConfig {
@@ -6,8 +7,11 @@ export interface LimiterConfig {
   maxInFlight: number;
   /** The floor it never drops below. */
   minInFlight?: number;
-  /** Requests per second for this thread, or 0 for no cap (`--max-rps` / threads). */
-  maxRps?: number;
+  /**
+   * The fixed cap of the whole process (`--max-rps`), shared with the
+   * limiters of its other threads; none when absent.
+   */
+  bucket?: SharedRateBucket;
   /** The adaptive rate cap never drops below this (requests per second). */
   minRps?: number;
 }
@@ -15,12 +19,27 @@ export interface LimiterConfig {
 /** Width of one bucket of the request-rate window, and how many there are (1 s). */
 const BUCKET_MS = 100;
 const BUCKETS = 10;
+/** Successes are kept this many buckets (5 s): see `onThrottle`. */
+const SUCCESS_BUCKETS = 50;
 /** One cut per this long: the throttles of one burst are one signal, not many. */
 const DECREASE_COOLDOWN_MS = 250;
 /** After a throttle the rate is capped at this fraction of the rate that drew it. */
 const RATE_DECREASE = 0.7;
-/** Each second without a throttle raises the cap by this fraction (and at least 1 request/s). */
-const RATE_INCREASE = 0.05;
+/**
+ * Each second without a throttle, below the rate that drew the last one, the
+ * cap rises by this fraction of that rate (at least `MIN_STEP_RPS`): about
+ * 60 s from the cut back to where the server said no. Slow on purpose: a
+ * server's burst lets a client run above its limit until the burst is spent,
+ * with no 503 to say so, so a fast climb overshoots by as much as it
+ * undershot and the rate averages out at the limit instead of below it.
+ * At 0.5% the climb from the cut leaves more unused than a burst of a
+ * second's worth can hold, so on average the rate stays below the limit
+ * (at 1% it still went over: 60.3/s under 60/s in one run of three).
+ */
+const RATE_STEP = 0.005;
+const MIN_STEP_RPS = 0.05;
+/** Past the rate that drew the last throttle, the server has room again: each second raises the cap by this fraction (and at least 1 request/s). */
+const RATE_PROBE = 0.05;
 /** A cap above this is no cap. */
 const LIFT_RPS = 100_000;
 
@@ -31,10 +50,12 @@ const LIFT_RPS = 100_000;
  * - Requests in flight: a throttle answer (503 SlowDown, 429) halves the
  *   limit; each run of successes as long as the limit adds one.
  * - Request rate: a throttle also caps the rate at 70% of the rate that drew
- *   it, and each second without one raises the cap by 5%, compounding (a
- *   minute or two without throttles lifts it). This is what settles
- *   the rate below a server's limit: on a fast network a few requests in
- *   flight can still exceed it, so the in-flight limit alone cannot.
+ *   it (or of what the server took over 5 s, if more); each second without one raises
+ *   the cap by 0.5% of that rate, and once past it (the server has found more
+ *   room) by 5% a second, compounding (a minute or two more lifts it). This
+ *   is what settles the rate below a server's limit: on a fast network a few
+ *   requests in flight can still exceed it, so the in-flight limit alone
+ *   cannot.
  *
  * One burst of throttles is one decrease: when the server starts refusing,
  * every request in flight comes back refused at once, and halving for each
@@ -42,8 +63,9 @@ const LIFT_RPS = 100_000;
  * request was sent after the last decrease, and at most one decrease happens
  * per 250 ms.
  *
- * `maxRps` (from `--max-rps`, split evenly between a process's threads) is a
- * fixed token-bucket cap under all of this.
+ * `bucket` (from `--max-rps`) is a fixed cap under all of this, one token
+ * bucket for the whole process: a request takes a token from it after
+ * passing this thread's own caps.
  */
 export class AdaptiveLimiter {
   private limitValue: number;
@@ -52,15 +74,18 @@ export class AdaptiveLimiter {
   private readonly waiters: Array<() => void> = [];
   private readonly min: number;
   private readonly max: number;
-  private readonly fixedRps: number;
+  private readonly bucket: SharedRateBucket | undefined;
   private readonly minRps: number;
   /** The adaptive rate cap; Infinity when none. */
   private adaptiveRps = Infinity;
+  /** The rate that drew the last throttle: the cap climbs slowly up to it, faster past it. */
+  private ceilingRps = Infinity;
   private lastDecrease = -Infinity;
   private lastIncrease = 0;
   private tokens = 0;
   private lastRefill = Date.now();
   private readonly started = new Array<number>(BUCKETS).fill(0);
+  private readonly succeeded = new Array<number>(SUCCESS_BUCKETS).fill(0);
   private bucketAt = Math.floor(Date.now() / BUCKET_MS);
   /** Throttle answers seen, for reporting. */
   throttles = 0;
@@ -69,9 +94,8 @@ export class AdaptiveLimiter {
     this.max = Math.max(1, config.maxInFlight);
     this.min = Math.max(1, Math.min(config.minInFlight ?? 1, this.max));
     this.limitValue = this.max;
-    this.fixedRps = config.maxRps ?? 0;
+    this.bucket = config.bucket;
     this.minRps = Math.max(0.5, config.minRps ?? 1);
-    this.tokens = this.fixedRps > 0 ? this.fixedRps : 0;
   }
 
   /** The current in-flight limit. */
@@ -79,16 +103,21 @@ export class AdaptiveLimiter {
     return this.limitValue;
   }
 
-  /** The request rate in force (requests per second), or Infinity when uncapped. */
+  /** The request rate in force for this thread (requests per second), or Infinity when uncapped. */
   get rateCap(): number {
-    const fixed = this.fixedRps > 0 ? this.fixedRps : Infinity;
-    return Math.min(fixed, this.adaptiveRps);
+    return Math.min(this.bucket?.rps ?? Infinity, this.adaptiveRps);
   }
 
   /** Requests started over the last second. */
   get recentRate(): number {
     this.roll(Date.now());
     return this.started.reduce((a, b) => a + b, 0);
+  }
+
+  /** Successes per second over the last 5 s: what the server did take. */
+  get recentSuccessRate(): number {
+    this.roll(Date.now());
+    return this.succeeded.reduce((a, b) => a + b, 0) / ((SUCCESS_BUCKETS * BUCKET_MS) / 1000);
   }
 
   /** Runs `fn` once a slot (and, with a rate cap, a token) is free. */
@@ -103,6 +132,8 @@ export class AdaptiveLimiter {
 
   /** Records a success: after a full window of them, allow one more in flight; raise the rate cap with time. */
   onSuccess(): void {
+    this.roll(Date.now());
+    this.succeeded[this.bucketAt % SUCCESS_BUCKETS]! += 1;
     if (++this.successesSinceChange >= this.limitValue && this.limitValue < this.max) {
       this.limitValue += 1;
       this.successesSinceChange = 0;
@@ -112,7 +143,12 @@ export class AdaptiveLimiter {
       const now = Date.now();
       const seconds = (now - this.lastIncrease) / 1000;
       if (seconds >= 1) {
-        this.adaptiveRps += Math.max(1, this.adaptiveRps * RATE_INCREASE) * Math.floor(seconds);
+        for (let s = Math.floor(seconds); s > 0; s--) {
+          if (this.adaptiveRps < this.ceilingRps) {
+            const step = Math.max(MIN_STEP_RPS, this.ceilingRps * RATE_STEP);
+            this.adaptiveRps = Math.min(this.ceilingRps, this.adaptiveRps + step);
+          } else this.adaptiveRps += Math.max(1, this.adaptiveRps * RATE_PROBE);
+        }
         this.lastIncrease = now;
         // After a minute or two without a throttle the cap means nothing any more.
         if (this.adaptiveRps > LIFT_RPS) this.adaptiveRps = Infinity;
@@ -136,7 +172,15 @@ export class AdaptiveLimiter {
     this.lastIncrease = now;
     this.limitValue = Math.max(this.min, Math.floor(this.limitValue / 2));
     const drawn = Math.min(this.recentRate, this.adaptiveRps);
-    this.adaptiveRps = Math.max(this.minRps, drawn * RATE_DECREASE);
+    // Not below 70% of what the server took over the last 5 s: on a loaded
+    // machine requests leave in clumps, a clump empties the server's bucket
+    // even below its limit, and cut after cut (each measured on the rate the
+    // last one left) spiralled the cap far below the limit (9 to 18/s under
+    // 60/s), where a slow climb leaves it. Over 5 s, the server's burst adds
+    // at most a fifth of a second's worth, and 70% of that is below the limit.
+    const taken = this.recentSuccessRate;
+    this.ceilingRps = Math.max(this.minRps, drawn, taken);
+    this.adaptiveRps = Math.max(this.minRps, drawn * RATE_DECREASE, taken * RATE_DECREASE);
     // Start from an empty bucket: no burst right after being told to slow down.
     this.tokens = 0;
     this.lastRefill = now;
@@ -146,14 +190,18 @@ export class AdaptiveLimiter {
     if (this.inFlight < this.limitValue) this.inFlight += 1;
     // A slot handed over by `wake` is already counted.
     else await new Promise<void>((resolve) => this.waiters.push(resolve));
-    if (this.rateCap !== Infinity) await this.takeToken();
+    // This thread's own cap first: a token of the shared bucket is a promise
+    // to send, and must not be held while waiting for this thread's cap.
+    if (this.adaptiveRps !== Infinity) await this.takeToken();
+    if (this.bucket) await this.bucket.take();
     this.roll(Date.now());
     this.started[this.bucketAt % BUCKETS]! += 1;
   }
 
+  /** Takes a token of this thread's adaptive cap. */
   private async takeToken(): Promise<void> {
     for (;;) {
-      const rps = this.rateCap;
+      const rps = this.adaptiveRps;
       if (rps === Infinity) return;
       const now = Date.now();
       // Burst: at most a tenth of a second's worth, so a cap holds over short windows too.
@@ -171,8 +219,15 @@ export class AdaptiveLimiter {
   /** Advances the rate window to `now`, clearing buckets that fell out of it. */
   private roll(now: number): void {
     const bucket = Math.floor(now / BUCKET_MS);
-    if (bucket - this.bucketAt >= BUCKETS) this.started.fill(0);
-    else for (let b = this.bucketAt + 1; b <= bucket; b++) this.started[b % BUCKETS] = 0;
+    if (bucket - this.bucketAt >= SUCCESS_BUCKETS) {
+      this.started.fill(0);
+      this.succeeded.fill(0);
+    } else {
+      for (let b = this.bucketAt + 1; b <= bucket; b++) {
+        this.started[b % BUCKETS] = 0;
+        this.succeeded[b % SUCCESS_BUCKETS] = 0;
+      }
+    }
     if (bucket > this.bucketAt) this.bucketAt = bucket;
   }
 
