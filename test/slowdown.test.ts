@@ -29,7 +29,8 @@ async function prepare(t: Test, keys: number): Promise<TestEnv> {
   const env = await setupTestEnv(t);
   const seeded = await runCli(['seed', '--count', String(keys), '--quiet'], { env: env.env, timeoutMs: 120_000 });
   t.equal(seeded.code, 0, `seed: ${seeded.stderr}`);
-  // Listed first, so execute makes no HEAD of the source: two requests per key.
+  // Listed first, so execute makes no HEAD of the source: a copy per key, a
+  // listing and a delete per batch.
   const planned = await runCli(['plan', '--list'], { env: env.env });
   t.equal(planned.code, 0, `plan: ${planned.stderr}`);
   return env;
@@ -87,7 +88,8 @@ const fmt = (w: ReturnType<typeof window>) =>
   `${w.rate.toFixed(1)} requests/s over ${w.seconds.toFixed(1)} s, ${w.throttled} of ${w.requests} throttled (${(100 * w.throttledShare).toFixed(1)}%)`;
 
 t.test('503 SlowDown above a rate: no failed key, and the rate settles below it', async (t) => {
-  const KEYS = 500;
+  // About 20 s of traffic at the limit: time to settle after the start-up burst.
+  const KEYS = 1_200;
   const LIMIT = 60;
   const env = await prepare(t, KEYS);
   const proxy = await startFaultProxy(env.s3.endpoint, { slowDownAboveRps: LIMIT });
