@@ -441,8 +441,8 @@ export function boundLines(report: BenchReport): string[] {
   }
   if (report.plan) {
     lines.push(
-      `- plan: one statement in one Postgres backend (Postgres 15 does not parallelise INSERT ... SELECT): sort the paths, aggregate the ids per key, write ${f0(report.plan.rows)} heap rows and their WAL, then build the ledger's three indexes. ` +
-        `The backend used ${f2(report.plan.backendCpuSeconds)} s of CPU for ${f0(report.plan.rows / 1e6)}M rows (${f0(report.plan.rows / (report.plan.backendCpuSeconds ?? NaN))} rows per CPU-second): even with the machine to itself, one core caps plan below the target; the rest of the wall time is process start-up, waiting for a core, and WAL writes (fsync on).`,
+      `- plan: a fresh ledger is loaded with COPY streamed between two Postgres connections: one reads the table (a parallel scan that also judges each key) and sorts the paths, the other writes ${f0(report.plan.rows)} ledger rows frozen, as the sorted rows arrive; then the ledger's three indexes are built and it is analyzed. ` +
+        `The backends used ${f2(report.plan.backendCpuSeconds)} s of CPU for ${f0(report.plan.rows / 1e6)}M rows (${f0(report.plan.rows / (report.plan.backendCpuSeconds ?? NaN))} rows per CPU-second); the rest of the wall time is process start-up, waiting for a core, and WAL writes (fsync on). A re-plan with nothing new is one hash join of the table with the ledger${report.plan.replanSeconds !== undefined ? ` (${report.plan.replanSeconds.toFixed(2)} s)` : ''}.`,
     );
   }
   if (report.claims) {
