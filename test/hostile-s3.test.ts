@@ -66,6 +66,25 @@ t.test('10% of S3 requests fail, mixed kinds', async (t) => {
   await finish(t, s);
 });
 
+t.test('a 503 on the start-up checks is retried, not taken for a configuration error', async (t) => {
+  const s = await prepare(t, 20);
+  // The first request of each bucket's preflight listing is refused once.
+  const refused = new Set<string>();
+  s.proxy.setConfig({
+    errorFor: (req) => {
+      const bucket = req.url.split('/')[1]!.split('?')[0]!;
+      if (req.method !== 'GET' || !/[?&]max-keys=1(&|$)/.test(req.url) || refused.has(bucket)) return undefined;
+      refused.add(bucket);
+      return { status: 503, code: 'SlowDown', message: 'Please reduce your request rate.' };
+    },
+  });
+  const run = await runCli(EXECUTE, { env: s.cliEnv, timeoutMs: 120_000 });
+  s.proxy.setConfig({});
+  t.equal(refused.size, 2, 'both preflight listings were refused once');
+  t.equal(run.code, 0, `execute goes on\n${run.stderr}`);
+  await finish(t, s);
+});
+
 /** Starts execute slowly enough (latency per request) that a fault lands mid-run. */
 async function startSlowRun(s: Scenario, extra: string[] = []) {
   s.proxy.setConfig({ latencyMs: 40 });

@@ -2,6 +2,8 @@ import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import type { LocationConfig } from '../config/config.js';
 import { UsageError } from '../errors.js';
 import { describeS3Error, s3ErrorCode, s3HttpStatus } from './errors.js';
+import { AdaptiveLimiter } from './limiter.js';
+import { sendWithRetry, type RequestStats } from './retry.js';
 
 /**
  * Checks that a location can be listed before any work starts, so a wrong
@@ -11,7 +13,10 @@ import { describeS3Error, s3ErrorCode, s3HttpStatus } from './errors.js';
  */
 export async function checkLocation(s3: S3Client, location: LocationConfig, setting: 'SOURCE_BUCKET' | 'TARGET_BUCKET'): Promise<void> {
   try {
-    await s3.send(new ListObjectsV2Command({ Bucket: location.bucket, Prefix: location.prefix, MaxKeys: 1 }));
+    // Retried like every other request: one 503 or reset at start-up is not a configuration error.
+    const limiter = new AdaptiveLimiter({ maxInFlight: 1 });
+    const stats: RequestStats = { requests: 0, retries: 0, throttles: 0 };
+    await sendWithRetry(limiter, stats, () => s3.send(new ListObjectsV2Command({ Bucket: location.bucket, Prefix: location.prefix, MaxKeys: 1 })));
   } catch (err) {
     throw new UsageError(explainS3Failure(err, location.bucket, setting));
   }
