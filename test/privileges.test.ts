@@ -129,8 +129,11 @@ t.test('a privilege missing mid-run stops execute with one line naming the fix, 
   t.equal((await runCli(['plan'], { env: restricted })).code, 0, 'plan needs no UPDATE');
   // The one right the commit needs, taken away.
   await query(env.databaseUrl, `revoke update on avatars from ${role}`);
-  const run = await runCli(['execute', '--threads', '1', '--quiet'], { env: restricted });
+  // Two lanes with a batch each in hand when the first commit is refused.
+  const run = await runCli(['execute', '--threads', '1', '--pipeline', '2', '--batch-size', '10', '--quiet'], { env: restricted });
   t.equal(run.code, 1, run.stderr);
+  const leased = await query<{ n: number }>(env.databaseUrl, 'select count(*)::int as n from bucket_migrate.migration_ledger where locked_by is not null');
+  t.equal(leased[0]!.n, 0, 'every lane gave its batch back: no key waits for a lease to expire');
   t.match(run.stderr, /stopped: the database refused: permission denied for table avatars; grant the privileges in docs\/PRIVILEGES\.md/);
   t.notMatch(run.stderr, /unexpected|    at /, 'no stack trace, nothing unexplained');
   const rows = await query<{ path: string }>(env.databaseUrl, 'select path from avatars');

@@ -89,10 +89,22 @@ export async function runWorker(task: WorkerTask): Promise<WorkerResult> {
   };
 
   try {
-    await Promise.all(Array.from({ length: config.pipeline }, (_, lane) => loop(lane)));
-  } catch (err) {
-    result.fatal = err instanceof FatalError ? err.message : (explainDbError(err) ?? `unexpected error in worker: ${oneLine(err)}`);
-    write(counters, 'stop', 1);
+    // A failing lane stops the others from claiming, but they finish (or
+    // give back) the batch in hand before this thread returns: leaving it
+    // would hold its keys' leases for --lease-seconds after the run.
+    const lanes = await Promise.allSettled(
+      Array.from({ length: config.pipeline }, (_, lane) =>
+        loop(lane).catch((err: unknown) => {
+          write(counters, 'stop', 1);
+          throw err;
+        }),
+      ),
+    );
+    const failed = lanes.find((l): l is PromiseRejectedResult => l.status === 'rejected');
+    if (failed) {
+      const err: unknown = failed.reason;
+      result.fatal = err instanceof FatalError ? err.message : (explainDbError(err) ?? `unexpected error in worker: ${oneLine(err)}`);
+    }
   } finally {
     bump(counters, 'requests', stats.requests);
     bump(counters, 'retries', stats.retries);
