@@ -37,3 +37,16 @@ export function parseTableName(value: string, setting: string): TableName {
 export function formatTableName(table: TableName): string {
   return table.schema ? `${table.schema}.${table.name}` : table.name;
 }
+
+/**
+ * A name quoted as an SQL identifier, for the text of a `regclass` passed as
+ * a bound parameter (`to_regclass($1)`, `$1::regclass`): never pasted into SQL.
+ */
+export function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+/** The table's quoted, optionally schema-qualified name, for a `regclass` parameter. */
+export function regclassName(table: TableName): string {
+  return table.schema ? `${quoteIdent(table.schema)}.${quoteIdent(table.name)}` : quoteIdent(table.name);
+}

@@ -1,5 +1,5 @@
 import { sql, type Kysely } from 'kysely';
-import { formatTableName, type TableName } from '../config/identifiers.js';
+import { formatTableName, regclassName, type TableName } from '../config/identifiers.js';
 import { UsageError } from '../errors.js';
 
 /** What the tool needs to know about the application's table. */
@@ -41,7 +41,7 @@ export async function inspectTable(
   pathColumn: string,
 ): Promise<TableInfo> {
   const name = formatTableName(table);
-  const regclass = table.schema ? `${quoteIdent(table.schema)}.${quoteIdent(table.name)}` : quoteIdent(table.name);
+  const regclass = regclassName(table);
   const found = await sql<{ oid: number | null }>`select to_regclass(${regclass})::oid as oid`.execute(db);
   const oid = found.rows[0]?.oid;
   if (!oid) throw new UsageError(`table ${name} does not exist: check --table (or MIGRATE_TABLE) and the database in DATABASE_URL`);
@@ -75,8 +75,4 @@ export async function inspectTable(
     throw new UsageError(`--id-column ${idColumn} of ${name} has no primary key or unique index: rows could not be updated by id`);
   }
   return { idCast, hasPathIndex: indexes.rows.some((r) => r.leading === pathColumn && r.by_equality), idIsUnique };
-}
-
-function quoteIdent(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
 }

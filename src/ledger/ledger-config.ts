@@ -1,5 +1,5 @@
 import { sql, type Kysely } from 'kysely';
-import { formatTableName } from '../config/identifiers.js';
+import { formatTableName, quoteIdent } from '../config/identifiers.js';
 import type { MigrateConfig } from '../config/config.js';
 import { UsageError } from '../errors.js';
 
@@ -59,11 +59,7 @@ export async function bindLedgerConfig(db: Kysely<any>, config: MigrateConfig, m
 /** True when the ledger schema has been created (by `migrate` or `plan`). */
 export async function ledgerExists(db: Kysely<any>, schema: string): Promise<boolean> {
   const result = await sql<{ found: boolean }>`
-    select to_regclass(${`${quote(schema)}.ledger_config`}) is not null as found
+    select to_regclass(${`${quoteIdent(schema)}.ledger_config`}) is not null as found
   `.execute(db);
   return result.rows[0]?.found === true;
-}
-
-function quote(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
 }

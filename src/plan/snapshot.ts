@@ -2,6 +2,7 @@ import { pipeline } from 'node:stream/promises';
 import { sql, type RawBuilder } from 'kysely';
 import pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import { quoteIdent } from '../config/identifiers.js';
 import { FatalError, oneLine } from '../errors.js';
 import type { LedgerContext } from '../ledger/state-machine.js';
 
@@ -358,8 +359,4 @@ function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
     timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-function quoteIdent(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
 }

@@ -1,5 +1,6 @@
 import { HeadObjectCommand, type HeadObjectCommandOutput } from '@aws-sdk/client-s3';
 import { sql } from 'kysely';
+import { regclassName } from '../config/identifiers.js';
 import { FatalError } from '../errors.js';
 import { describeS3Error, s3ErrorCode, s3HttpStatus } from '../s3/errors.js';
 import { AdaptiveLimiter } from '../s3/limiter.js';
@@ -65,9 +66,8 @@ export async function sampleTargetObjects(ctx: ValidateContext, sample: number, 
  */
 async function samplePercent(ctx: ValidateContext, sample: number): Promise<number | undefined> {
   const { table } = ctx.config;
-  const quote = (name: string) => `"${name.replace(/"/g, '""')}"`;
   // Resolved as the queries resolve it (search_path), never pasted into SQL.
-  const regclass = table.schema ? `${quote(table.schema)}.${quote(table.name)}` : quote(table.name);
+  const regclass = regclassName(table);
   const estimate = await sql<{ rows: number }>`
     select reltuples::float8 as rows from pg_class where oid = to_regclass(${regclass})
   `.execute(ctx.db);
