@@ -7,6 +7,14 @@ import { revertMigration } from './0005-revert.js';
 /**
  * The ledger schema's migrations, in order. Names are numbered so that
  * kysely's alphabetical ordering is the intended one.
+ *
+ * There is no 0003, on purpose: it was written alongside 0002 and 0004 but
+ * never released, so no ledger has it. The numbers are not closed up
+ * because kysely records each applied migration by name in
+ * `kysely_migration`: renaming 0004 to 0003 would make every existing
+ * ledger see an unknown applied migration and a new one to run (applying
+ * the archived-state change a second time). A number, once released, is
+ * never reused or renamed; a gap costs nothing.
  */
 export function ledgerMigrations(schema: string): Record<string, Migration> {
   return {
