@@ -11,10 +11,11 @@ import { revertMigration } from './0005-revert.js';
  * There is no 0003, on purpose: it was written alongside 0002 and 0004 but
  * never released, so no ledger has it. The numbers are not closed up
  * because kysely records each applied migration by name in
- * `kysely_migration`: renaming 0004 to 0003 would make every existing
- * ledger see an unknown applied migration and a new one to run (applying
- * the archived-state change a second time). A number, once released, is
- * never reused or renamed; a gap costs nothing.
+ * `kysely_migration`: after renaming 0004 to 0003, every existing ledger
+ * would hold an applied migration the list no longer has (kysely then
+ * refuses to migrate it at all) and a "new" 0003 to run, the archived-state
+ * change a second time. A number, once released, is never reused or
+ * renamed; a gap costs nothing.
  */
 export function ledgerMigrations(schema: string): Record<string, Migration> {
   return {
