@@ -28,7 +28,7 @@ const TOP_LEVEL = [
   'throughput',
   'version',
 ];
-const STATES = ['pending', 'copied', 'db_updated', 'done', 'failed', 'conflict', 'missing', 'superseded', 'archived'];
+const STATES = ['pending', 'copied', 'db_updated', 'reverting', 'done', 'failed', 'conflict', 'missing', 'superseded', 'archived', 'reverted'];
 
 interface Report {
   version: number;
@@ -83,7 +83,7 @@ function consistent(t: Test, report: Report, planned: number): void {
   t.same(Object.keys(report.states), STATES, 'one count per state, every state present');
   t.equal(sum(Object.values(report.states)), planned, 'state counts add up to planned');
   t.equal(report.progress.settled + report.progress.remaining, planned);
-  t.equal(report.progress.remaining, report.states.pending! + report.states.copied! + report.states.db_updated!);
+  t.equal(report.progress.remaining, report.states.pending! + report.states.copied! + report.states.db_updated! + report.states.reverting!);
   t.equal(sum(report.attempts.map((a) => a.keys)), planned, 'the attempts distribution covers every key');
   t.equal(report.throughput.lastHour.length, 60, 'one entry per minute of the last hour');
   t.equal(sum(report.leases.owners.map((o) => o.keys)), report.leases.held + report.leases.expired, 'lease owners account for every lease');
