@@ -3,7 +3,7 @@ import { ledgerMigration } from './0001-ledger.js';
 import { auditViewsMigration } from './0002-audit-views.js';
 import { archivedStateMigration } from './0004-archived.js';
 import { revertMigration } from './0005-revert.js';
-import { revertAuditViewsMigration } from './0007-revert-audit-views.js';
+import { runsLivenessRevertViewsMigration } from './0007-runs-liveness-revert-views.js';
 
 /**
  * The ledger schema's migrations, in order. Names are numbered so that
@@ -24,6 +24,6 @@ export function ledgerMigrations(schema: string): Record<string, Migration> {
     '0002-audit-views': auditViewsMigration(schema),
     '0004-archived': archivedStateMigration(schema),
     '0005-revert': revertMigration(schema),
-    '0007-revert-audit-views': revertAuditViewsMigration(schema),
+    '0007-runs-liveness-revert-views': runsLivenessRevertViewsMigration(schema),
   };
 }

@@ -400,6 +400,35 @@ export async function recordFailures(
   return result.rows;
 }
 
+/**
+ * Releases at once every lease held by the processes of `runs` (found gone
+ * from this host by `findGoneRuns`), instead of letting them run out, and
+ * marks those runs `lost`. One statement: the runs row is claimed
+ * (`running` → `lost`) by whoever gets there first, so two processes that
+ * both find the same dead run release its leases once. No state changes:
+ * the keys are claimable where they stood, as after an expired lease.
+ * Lease owner ids are `<processId>/...`, and a run records its processId.
+ *
+ * The ledger has no index on `locked_by`, so this reads the whole ledger:
+ * it runs only when a gone process is found (once per dead run), never in
+ * the steady state. Returns the leases released.
+ */
+export async function releaseDeadLeases(ctx: Pick<LedgerContext, 'db' | 'schema'>, runs: Array<{ id: number; processId: string }>): Promise<number> {
+  if (runs.length === 0) return 0;
+  const result = await sql`
+    with gone as (
+      update ${sql.id(ctx.schema, 'runs')}
+      set status = 'lost', finished_at = now()
+      where id = any(${runs.map((r) => r.id)}::bigint[]) and status = 'running'
+      returning process_id
+    )
+    update ${ledger(ctx)}
+    set locked_by = null, locked_until = null, updated_at = now()
+    where locked_by is not null and split_part(locked_by, '/', 1) in (select process_id from gone)
+  `.execute(ctx.db);
+  return Number(result.numAffectedRows ?? 0);
+}
+
 /** Gives rows back unchanged (a clean stop): they are claimable at once. */
 export async function releaseLeases(ctx: LedgerContext, ids: number[]): Promise<number> {
   if (ids.length === 0) return 0;

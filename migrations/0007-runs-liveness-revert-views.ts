@@ -22,7 +22,17 @@ export const AUDIT_VIEW_STATES_0007: ReadonlyArray<readonly [state: string, term
 ];
 
 /**
- * Rebuilds the audit views of 0002 so that they are right after a revert:
+ * Two things `execute` and `revert` need to know about each other and about
+ * the views of a reverted ledger:
+ *
+ * The runs table learns whether a run is alive: `heartbeat_at` (written
+ * every few seconds by the running process), `pid_namespace` (with `host`
+ * and `pid`, enough to tell on this host that its process is gone) and
+ * `process_id` (the prefix of its lease owner ids, so the leases of a gone
+ * process can be released at once). Nullable columns without defaults: no
+ * table rewrite. Runs recorded before have none, and count as stale.
+ *
+ * And it rebuilds the audit views of 0002 so that they are right after a revert:
  *
  * - `progress` lists `reverting` (unsettled: rows back, target copy not yet
  *   deleted) and `reverted` (settled); before, a reverted ledger showed
@@ -40,12 +50,19 @@ export const AUDIT_VIEW_STATES_0007: ReadonlyArray<readonly [state: string, term
  * replace view` keeps existing columns in place and adds new ones at the
  * end, so queries written against 0002's views keep working.
  */
-export function revertAuditViewsMigration(schema: string): Migration {
+export function runsLivenessRevertViewsMigration(schema: string): Migration {
   return {
     async up(db: Kysely<unknown>) {
+      await sql`
+        alter table ${sql.id(schema, 'runs')}
+          add column heartbeat_at timestamptz,
+          add column pid_namespace text,
+          add column process_id text
+      `.execute(db);
       await createAuditViews(db, schema, AUDIT_VIEW_STATES_0007);
     },
     async down(db: Kysely<unknown>) {
+      await sql`alter table ${sql.id(schema, 'runs')} drop column heartbeat_at, drop column pid_namespace, drop column process_id`.execute(db);
       // Back to 0002's definitions: drop and let the caller re-run 0002's up.
       for (const view of ['row_changes', 'row_history', 'key_events', 'throughput_per_minute', 'failures', 'progress']) {
         await sql`drop view if exists ${sql.id(schema, view)}`.execute(db);
