@@ -49,6 +49,7 @@ export interface MinuteActivity {
 export interface ReportRun {
   id: number;
   command: string;
+  /** `running`, `succeeded`, `failed`, `interrupted`, or `lost` (its process was found gone and its leases released). */
   status: string;
   startedAt: string;
   finishedAt: string | null;
