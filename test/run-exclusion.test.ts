@@ -5,9 +5,10 @@
  *   the other command refuses the new one (exit 2, one line naming it); a
  *   run whose process is gone from this host, or whose heartbeat is stale,
  *   does not; several executes at once stay allowed.
- * - The leases of a process killed with SIGKILL are released at once by a
- *   surviving process and by a restarted one, instead of being waited out
- *   (`--lease-seconds 600` here: waiting it out would time the test out).
+ * - The leases of a process killed with SIGKILL are released by a surviving
+ *   process and by a restarted one (claimable 10 s later, the grace for a
+ *   request it had sent), instead of being waited out (`--lease-seconds 600`
+ *   here: waiting it out would time the test out).
  * - A process with nothing to claim because another live run holds the
  *   leases says so on its progress line, naming the run.
  */
@@ -132,7 +133,7 @@ t.test('the leases of a SIGKILLed execute are released at once, by a survivor an
   t.ok((await leasesOf(env, a.child.pid!)) > 0, 'A died holding leases that expire in 600 s');
   const bDone = await b.result;
   t.equal(bDone.code, 0, bErr());
-  t.match(bErr(), /ended without a word \(process gone from this host\): [1-9]\d* leases released at once/);
+  t.match(bErr(), /ended without a word \(process gone from this host\): [1-9]\d* leases released \(their keys are claimable in 10 s/);
   t.same(await ledgerStates(env.databaseUrl), { done: 80 }, 'B finished every key, A\'s included');
   const [lost] = await query<{ status: string }>(env.databaseUrl, `select status from bucket_migrate.runs where pid = $1`, [a.child.pid]);
   t.equal(lost?.status, 'lost', "A's run is marked lost");
@@ -150,7 +151,7 @@ t.test('a restarted execute takes a killed one\'s leases at once', async (t) => 
   t.ok(held > 0, `A died holding ${held} leases`);
   const again = await runCli(['execute', '--quiet', '--lease-seconds', '600'], { env: env.env, timeoutMs: 120_000 });
   t.equal(again.code, 0, again.stderr);
-  t.match(again.stderr, new RegExp(`ended without a word \\(process gone from this host\\): ${held} leases released at once`));
+  t.match(again.stderr, new RegExp(`ended without a word \\(process gone from this host\\): ${held} leases released \\(their keys are claimable in 10 s`));
   t.same(await ledgerStates(env.databaseUrl), { done: 40 });
 });
 

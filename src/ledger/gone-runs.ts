@@ -1,11 +1,11 @@
 import type { Kysely } from 'kysely';
 import { out } from '../util/output.js';
 import { findGoneRuns } from './runs.js';
-import { releaseDeadLeases } from './state-machine.js';
+import { DEAD_PROCESS_GRACE_SECONDS, releaseDeadLeases } from './state-machine.js';
 
 /**
  * Finds runs whose process is gone from this host (killed, crashed) and
- * releases their leases at once, printing one line per release. Costs a
+ * releases their leases (in a few seconds, not at lease expiry), printing one line per release. Costs a
  * read of a few runs rows when there is none (the usual case).
  */
 export async function releaseLeasesOfGoneRuns(db: Kysely<any>, schema: string): Promise<number> {
@@ -14,7 +14,7 @@ export async function releaseLeasesOfGoneRuns(db: Kysely<any>, schema: string): 
   const released = await releaseDeadLeases({ db, schema }, gone);
   out.info(
     `run${gone.length > 1 ? 's' : ''} ${gone.map((g) => g.id).join(', ')} ended without a word (process gone from this host): ` +
-      `${released} leases released at once instead of waiting for them to expire`,
+      `${released} leases released (their keys are claimable in ${DEAD_PROCESS_GRACE_SECONDS} s, once any request it had sent is done, not at lease expiry)`,
   );
   return released;
 }

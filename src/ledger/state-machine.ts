@@ -76,8 +76,9 @@
  * moved the rows off it.
  *
  * Leases of a process that is gone (killed on this host: its runs row says
- * host and pid, and no such process exists) are released at once by
- * {@link releaseDeadLeases}, which changes no state.
+ * host and pid, and no such process exists) are cut short by
+ * {@link releaseDeadLeases} (to a few seconds, not --lease-seconds), which
+ * changes no state.
  */
 import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { TableName } from '../config/identifiers.js';
@@ -401,17 +402,28 @@ export async function recordFailures(
 }
 
 /**
- * Releases at once every lease held by the processes of `runs` (found gone
- * from this host by `findGoneRuns`), instead of letting them run out, and
- * marks those runs `lost`. One statement: the runs row is claimed
- * (`running` → `lost`) by whoever gets there first, so two processes that
- * both find the same dead run release its leases once. No state changes:
- * the keys are claimable where they stood, as after an expired lease.
- * Lease owner ids are `<processId>/...`, and a run records its processId.
+ * Seconds a request that a process had already sent when it died may still
+ * take to be applied by the server (a DeleteObjects received just before a
+ * kill -9). The leases of a gone process end this long after it was found
+ * gone, not at once, so that a key is never re-claimed (and, say, its rows
+ * moved back by revert) while a delete of its object is still being applied.
+ * A gone process sends nothing new.
+ */
+export const DEAD_PROCESS_GRACE_SECONDS = 10;
+
+/**
+ * Ends every lease held by the processes of `runs` (found gone from this
+ * host by `findGoneRuns`) {@link DEAD_PROCESS_GRACE_SECONDS} from now,
+ * instead of letting them run their full `--lease-seconds`, and marks those
+ * runs `lost`. One statement: the runs row is claimed (`running` → `lost`)
+ * by whoever gets there first, so two processes that both find the same
+ * dead run release its leases once. No state changes: the keys are
+ * claimable where they stood, as after an expired lease. Lease owner ids
+ * are `<processId>/...`, and a run records its processId.
  *
  * The ledger has no index on `locked_by`, so this reads the whole ledger:
  * it runs only when a gone process is found (once per dead run), never in
- * the steady state. Returns the leases released.
+ * the steady state. Returns the leases shortened.
  */
 export async function releaseDeadLeases(ctx: Pick<LedgerContext, 'db' | 'schema'>, runs: Array<{ id: number; processId: string }>): Promise<number> {
   if (runs.length === 0) return 0;
@@ -423,8 +435,9 @@ export async function releaseDeadLeases(ctx: Pick<LedgerContext, 'db' | 'schema'
       returning process_id
     )
     update ${ledger(ctx)}
-    set locked_by = null, locked_until = null, updated_at = now()
-    where locked_by is not null and split_part(locked_by, '/', 1) in (select process_id from gone)
+    set locked_until = now() + make_interval(secs => ${DEAD_PROCESS_GRACE_SECONDS}), updated_at = now()
+    where locked_by is not null and locked_until > now() + make_interval(secs => ${DEAD_PROCESS_GRACE_SECONDS})
+      and split_part(locked_by, '/', 1) in (select process_id from gone)
   `.execute(ctx.db);
   return Number(result.numAffectedRows ?? 0);
 }
