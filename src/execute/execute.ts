@@ -11,6 +11,8 @@ import { bindLedgerConfig, ledgerExists } from '../ledger/ledger-config.js';
 import { countStates, finishRun, runOutcome, startRun } from '../ledger/runs.js';
 import { requeueFailed } from '../ledger/state-machine.js';
 import { addLogFields } from '../util/json-log.js';
+import { checkConditionalWrites } from './check-conditional.js';
+import type { ConditionalSupport } from '../copy/probe-conditional.js';
 import { startMetrics } from './metrics.js';
 import { printRefusedDeletes } from './refused-deletes.js';
 import { createS3Client } from '../s3/client.js';
@@ -74,6 +76,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     await withDbRetry(() => bindLedgerConfig(db, config.migrate, 'use'));
     const table = await withDbRetry(() => inspectTable(db, config.migrate.table, config.migrate.idColumn, config.migrate.pathColumn));
     const s3 = createS3Client(config.migrate.s3, { maxSockets: 8 });
+    let conditional: ConditionalSupport | undefined;
     try {
       await checkLocation(s3, config.migrate.source, 'SOURCE_BUCKET');
       await checkLocation(s3, config.migrate.target, 'TARGET_BUCKET');
@@ -81,6 +84,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
         printDryRun(config.migrate, await dryRun(db, s3, config.migrate, options.dryRun));
         return 0;
       }
+      conditional = await checkConditionalWrites(s3, config);
     } finally {
       s3.destroy();
     }
@@ -88,7 +92,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
 
     // Before the run is recorded: a port in use must not leave a run 'running'.
     const metrics = options.metricsPort === undefined ? undefined : await startMetrics({ port: options.metricsPort, host: options.metricsHost ?? '127.0.0.1', counters, stage: config.stage ?? 'full' });
-    const runId = await withDbRetry(() => startRun(db, schema, 'execute', { ...describeConfig(config.migrate), ...executeSettings(config) }));
+    const runId = await withDbRetry(() => startRun(db, schema, 'execute', { ...describeConfig(config.migrate), ...executeSettings(config), ifNoneMatch: conditional }));
     metrics?.setRunId(runId);
     addLogFields({ run_id: runId });
     // After every check that can refuse the run: a usage error stays one line.

@@ -4,6 +4,7 @@ import type { LedgerContext } from '../ledger/state-machine.js';
 import { markUnlistedMissing } from '../ledger/state-machine.js';
 import { AdaptiveLimiter } from '../s3/limiter.js';
 import { sendWithRetry, type RequestStats } from '../s3/retry.js';
+import { destinationKey, keyRefusal, type PathLimit, type RefusalRules } from './key-refusal.js';
 
 /** What reconciling the ledger with a listing of the source found. */
 export interface ListResult {
@@ -24,6 +25,8 @@ export interface ListConfig {
   targetPrefix: string;
   orphans: 'move' | 'skip';
   runId: number;
+  /** The path column's length limit: orphans pass the same refusals as planned keys. */
+  pathLimit?: PathLimit;
 }
 
 /**
@@ -42,6 +45,7 @@ export async function reconcileWithListing(
   const limiter = new AdaptiveLimiter({ maxInFlight: 1 });
   const stats: RequestStats = { requests: 0, retries: 0, throttles: 0 };
   const result: ListResult = { listed: 0, orphansAdded: 0, orphansSkipped: 0, missing: 0 };
+  const rules: RefusalRules = { sourcePrefix: config.sourcePrefix, targetPrefix: config.targetPrefix, pathLimit: config.pathLimit };
   let token: string | undefined;
   do {
     const page = await sendWithRetry(limiter, stats, () =>
@@ -69,11 +73,14 @@ export async function reconcileWithListing(
         returning l.src_key
       ),
       orphans as (
-        insert into ${ledger} (src_key, dst_key, row_ids, src_size, src_etag, src_storage_class, listed_run_id, planned_run_id)
-        select listed.src_key, ${config.targetPrefix} || substr(listed.src_key, ${config.sourcePrefix.length} + 1), '{}',
-               listed.size, listed.etag, listed.storage_class, ${config.runId}, ${config.runId}
-        from listed
-        where ${config.orphans === 'move'} and not exists (select 1 from ${ledger} as l where l.src_key = listed.src_key)
+        insert into ${ledger} (src_key, dst_key, row_ids, src_size, src_etag, src_storage_class, listed_run_id, planned_run_id,
+                               state, last_error, failed_state)
+        select judged.src_key, judged.dst_key, '{}', judged.size, judged.etag, judged.storage_class, ${config.runId}, ${config.runId},
+               case when judged.refusal is null then 'pending' else 'failed' end, judged.refusal,
+               case when judged.refusal is null then null else 'pending' end
+        from (select listed.*, ${destinationKey(sql`listed.src_key`, rules)} as dst_key, ${keyRefusal(sql`listed.src_key`, rules)} as refusal
+              from listed) as judged
+        where ${config.orphans === 'move'} and not exists (select 1 from ${ledger} as l where l.src_key = judged.src_key)
         on conflict (src_key) do nothing
         returning src_key
       )
