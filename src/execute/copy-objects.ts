@@ -100,7 +100,8 @@ export async function copyObject(ctx: CopyContext, row: LedgerRow, listing?: Des
     const encryption = copyEncryption(sourceHead, config);
     const storageClass = copyStorageClass(row.src_storage_class ?? sourceHead.StorageClass, config);
     const metadata = withProvenance(sourceHead.Metadata, src, sourceHead.ETag);
-    const expected = { size: sourceHead.ContentLength ?? row.src_size, etag: sourceHead.ETag, encryption: sourceHead };
+    // The size the plan listed, when it did: a copy that disagrees with it is not the object the plan saw.
+    const expected = { size: row.src_size ?? sourceHead.ContentLength, etag: sourceHead.ETag, encryption: sourceHead };
     if (size > config.multipartThreshold) {
       // HEAD reports x-amz-tagging-count where the server sends it: skip the read when it says none.
       const tagging = sourceHead.TagCount === 0 ? undefined : await readTagging(ctx.s3, ctx.limiter, ctx.stats, src.bucket, src.key);
