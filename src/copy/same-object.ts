@@ -74,7 +74,7 @@ export function judgeCopy(source: ObjectRef, reference: Reference, copy: ObjectF
   }
   if (ref?.etag && etagIsMd5(ref.etag, ref.encryption) && etagIsMd5(copy.etag, copy.encryption)) {
     if (bareEtag(ref.etag) === bareEtag(copy.etag)) return { same: true, evidence: 'md5' };
-    return { same: false, reason: `ETag ${bareEtag(copy.etag)} differs from the source's ${bareEtag(ref.etag)} (MD5s of the bytes)` };
+    return { same: false, reason: `ETag "${bareEtag(copy.etag)}" differs from the source's "${bareEtag(ref.etag)}" (MD5s of the bytes)` };
   }
   const provenance = readProvenance(copy.metadata);
   if (namesSource(provenance, source)) {
@@ -83,13 +83,13 @@ export function judgeCopy(source: ObjectRef, reference: Reference, copy: ObjectF
       // is the only evidence left, and it is ours: we wrote it on the copy.
       if (ref?.etag || !reference.fresh) return { same: true, evidence: 'provenance' };
     }
-    return { same: false, reason: `it is a copy of another version of the source (ETag ${provenance!.etag ?? 'unrecorded'}, the source's is ${bareEtag(ref?.etag)})` };
+    return { same: false, reason: `it is a copy of another version of the source (ETag "${provenance!.etag ?? ''}", the source's is "${bareEtag(ref?.etag)}")` };
   }
   const why = !ref ? 'the source is gone and was never listed' : 'the ETags cannot be compared (multipart or SSE-KMS)';
   return {
     same: false,
     reason: `nothing proves it is this source's copy: ${why}, and its metadata does not name s3://${source.bucket}/${source.key}` +
-      (provenance ? ` (it names ${decodeURIComponentSafe(provenance.source)})` : ''),
+      (provenance ? ` (it names "${decodeURIComponentSafe(provenance.source)}")` : ''),
   };
 }
 

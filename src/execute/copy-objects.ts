@@ -220,7 +220,8 @@ async function resolveExisting(ctx: CopyContext, row: LedgerRow, existing: HeadO
   return {
     kind: 'conflict',
     id: row.id,
-    reason: `${gone}destination exists with different content: ${verdict.reason}; use --overwrite to replace it`,
+    // The ETags quoted, as S3 writes them: report groups reasons with the quoted parts blanked.
+    reason: `${gone}destination exists with different content: ${verdict.reason} (destination size ${existing.ContentLength} ETag ${existing.ETag}, source ${source ? `size ${source.ContentLength} ETag ${source.ETag}` : `as planned size ${row.src_size ?? 'unknown'} ETag ${row.src_etag ? `"${bareEtag(row.src_etag)}"` : 'unknown'}`}); use --overwrite to replace it`,
   };
 }
 
