@@ -280,3 +280,18 @@ t.test('finding 5: a prefix outside the BMP maps img😀/x.png to avatar/x.png; 
   t.same(paths.map((p) => p.path), ['avatar/x.png', 'avatar/xy.png']);
   t.ok((await getBytes(env.s3client, env.targetBucket, 'avatar/x.png'))?.equals(pattern(500, 10)));
 });
+
+t.test('finding 4: the path column type message names char too, and char(n) limits destinations like varchar(n)', async (t) => {
+  // On main the message said "text or varchar" although char(n) is accepted.
+  const env = await setupTestEnv(t);
+  await query(env.databaseUrl, 'create table numbered (id serial primary key, path integer)');
+  const bad = await runCli(['plan', '--table', 'numbered'], { env: env.env });
+  t.equal(bad.code, 2);
+  t.match(bad.stderr, /--path-column path has type integer; it must be text, varchar or char/);
+  await query(env.databaseUrl, `create table fixed (id serial primary key, path char(12)); insert into fixed (path) values ('image/a.png'), ('image/ab.png')`);
+  const plan = await runCli(['plan', '--table', 'fixed'], { env: env.env });
+  t.equal(plan.code, 0, plan.stderr);
+  const ledger = await query<{ src_key: string; state: string; last_error: string | null }>(env.databaseUrl, 'select src_key, state, last_error from bucket_migrate.migration_ledger order by src_key');
+  t.same(ledger.map((l) => [l.src_key, l.state]), [['image/a.png', 'pending'], ['image/ab.png', 'failed']], 'avatar/ab.png is 13 characters');
+  t.match(ledger[1]?.last_error, /longer than the path column allows \(character\(12\)\)/);
+});
