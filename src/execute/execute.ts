@@ -12,6 +12,8 @@ import { bindLedgerConfig, ledgerExists } from '../ledger/ledger-config.js';
 import { countStates, finishRun, runOutcome, startRun } from '../ledger/runs.js';
 import { requeueFailed } from '../ledger/state-machine.js';
 import { addLogFields } from '../util/json-log.js';
+import { checkConditionalWrites } from './check-conditional.js';
+import type { ConditionalSupport } from '../copy/probe-conditional.js';
 import { startMetrics } from './metrics.js';
 import { printRefusedDeletes } from './refused-deletes.js';
 import { createS3Client } from '../s3/client.js';
@@ -76,6 +78,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     await withDbRetry(() => bindLedgerConfig(db, config.migrate, 'use'));
     const table = await withDbRetry(() => inspectTable(db, config.migrate.table, config.migrate.idColumn, config.migrate.pathColumn));
     const s3 = createS3Client(config.migrate.s3, { maxSockets: 8 });
+    let conditional: ConditionalSupport | undefined;
     try {
       await checkLocation(s3, config.migrate.source, 'SOURCE_BUCKET');
       await checkLocation(s3, config.migrate.target, 'TARGET_BUCKET');
@@ -83,6 +86,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
         printDryRun(config.migrate, await dryRun(db, s3, config.migrate, options.dryRun));
         return 0;
       }
+      conditional = await checkConditionalWrites(s3, config);
     } finally {
       s3.destroy();
     }
@@ -90,7 +94,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     const metrics = options.metricsPort === undefined ? undefined : await startMetrics({ port: options.metricsPort, host: options.metricsHost ?? '127.0.0.1', counters, stage: config.stage ?? 'full' });
     // Refused (exit 2) while a revert runs on this ledger; nothing is changed before.
     const runId = await withDbRetry(() =>
-      startRun(db, schema, 'execute', { ...describeConfig(config.migrate), ...executeSettings(config) }, config.processId),
+      startRun(db, schema, 'execute', { ...describeConfig(config.migrate), ...executeSettings(config), ifNoneMatch: conditional }, config.processId),
     ).catch(async (err: unknown) => {
       await metrics?.stop();
       throw err;

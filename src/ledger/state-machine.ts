@@ -21,7 +21,7 @@
  *
  * @transitions
  *   new -> pending          insertPlannedKeys, bulkLoadQuery, recordListedPage
- *   new -> failed           insertPlannedKeys, bulkLoadQuery
+ *   new -> failed           insertPlannedKeys, bulkLoadQuery, recordListedPage
  *   done -> copied          insertPlannedKeys
  *   superseded -> copied    insertPlannedKeys
  *   pending -> copied       markCopied
@@ -82,6 +82,7 @@
  */
 import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { TableName } from '../config/identifiers.js';
+import { destinationKey, keyRefusal, type RefusalRules } from '../plan/key-refusal.js';
 
 /** The states `execute` works on: claimable by execute. */
 export const LIVE_STATES = ['pending', 'copied', 'db_updated'] as const;
@@ -573,8 +574,9 @@ export interface ListedPage {
 export async function recordListedPage(
   ctx: Pick<LedgerContext, 'db' | 'schema'>,
   page: ListedPage,
-  listing: { sourcePrefix: string; targetPrefix: string; orphans: 'move' | 'skip'; runId: number },
+  listing: { rules: RefusalRules; orphans: 'move' | 'skip'; runId: number },
 ): Promise<{ inserted: number; seen: number }> {
+  const { rules } = listing;
   const counts = await sql<{ inserted: number; seen: number }>`
     with listed as (
       select * from unnest(${page.keys}::text[], ${page.sizes}::bigint[], ${page.etags}::text[], ${page.storageClasses}::text[])
@@ -588,11 +590,15 @@ export async function recordListedPage(
       returning l.src_key
     ),
     orphans as (
-      insert into ${ledger(ctx)} (src_key, dst_key, row_ids, src_size, src_etag, src_storage_class, listed_run_id, planned_run_id, state)
-      select listed.src_key, ${listing.targetPrefix} || substr(listed.src_key, ${listing.sourcePrefix.length} + 1), '{}',
-             listed.size, listed.etag, listed.storage_class, ${listing.runId}, ${listing.runId}, 'pending'
-      from listed
-      where ${listing.orphans === 'move'} and not exists (select 1 from ${ledger(ctx)} as l where l.src_key = listed.src_key)
+      -- Orphans pass the same refusals as planned keys (key-refusal.ts).
+      insert into ${ledger(ctx)} (src_key, dst_key, row_ids, src_size, src_etag, src_storage_class, listed_run_id, planned_run_id,
+                                  state, last_error, failed_state)
+      select judged.src_key, judged.dst_key, '{}', judged.size, judged.etag, judged.storage_class, ${listing.runId}, ${listing.runId},
+             case when judged.refusal is null then 'pending' else 'failed' end, judged.refusal,
+             case when judged.refusal is null then null else 'pending' end
+      from (select listed.*, ${destinationKey(sql`listed.src_key`, rules)} as dst_key, ${keyRefusal(sql`listed.src_key`, rules)} as refusal
+            from listed) as judged
+      where ${listing.orphans === 'move'} and not exists (select 1 from ${ledger(ctx)} as l where l.src_key = judged.src_key)
       on conflict (src_key) do nothing
       returning src_key
     )

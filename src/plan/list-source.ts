@@ -3,6 +3,7 @@ import type { LedgerContext } from '../ledger/state-machine.js';
 import { markUnlistedMissing, recordListedPage } from '../ledger/state-machine.js';
 import { AdaptiveLimiter } from '../s3/limiter.js';
 import { sendWithRetry, type RequestStats } from '../s3/retry.js';
+import type { PathLimit, RefusalRules } from './key-refusal.js';
 
 /** What reconciling the ledger with a listing of the source found. */
 export interface ListResult {
@@ -23,6 +24,8 @@ export interface ListConfig {
   targetPrefix: string;
   orphans: 'move' | 'skip';
   runId: number;
+  /** The path column's length limit: orphans pass the same refusals as planned keys. */
+  pathLimit?: PathLimit;
 }
 
 /**
@@ -40,6 +43,7 @@ export async function reconcileWithListing(
   const limiter = new AdaptiveLimiter({ maxInFlight: 1 });
   const stats: RequestStats = { requests: 0, retries: 0, throttles: 0 };
   const result: ListResult = { listed: 0, orphansAdded: 0, orphansSkipped: 0, missing: 0 };
+  const rules: RefusalRules = { sourcePrefix: config.sourcePrefix, targetPrefix: config.targetPrefix, pathLimit: config.pathLimit };
   let token: string | undefined;
   do {
     const page = await sendWithRetry(limiter, stats, () =>
@@ -54,11 +58,7 @@ export async function reconcileWithListing(
     const sizes = objects.map((o) => o.Size ?? null);
     const etags = objects.map((o) => o.ETag ?? null);
     const classes = objects.map((o) => o.StorageClass ?? 'STANDARD');
-    const row = await recordListedPage(
-      ctx,
-      { keys, sizes, etags, storageClasses: classes },
-      { sourcePrefix: config.sourcePrefix, targetPrefix: config.targetPrefix, orphans: config.orphans, runId: config.runId },
-    );
+    const row = await recordListedPage(ctx, { keys, sizes, etags, storageClasses: classes }, { rules, orphans: config.orphans, runId: config.runId });
     result.orphansAdded += row.inserted;
     if (config.orphans === 'skip') result.orphansSkipped += objects.length - row.seen;
     onPage?.(result.listed);

@@ -5,6 +5,7 @@ import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { quoteIdent } from '../config/identifiers.js';
 import { FatalError, oneLine } from '../errors.js';
 import { bulkLoadQuery, insertPlannedKeys, type LedgerContext, type PlannedKeys } from '../ledger/state-machine.js';
+import { destinationKey, keyRefusal, type PathLimit, type RefusalRules } from './key-refusal.js';
 
 /** What one snapshot added to the ledger. */
 export type SnapshotResult = PlannedKeys;
@@ -12,6 +13,8 @@ export type SnapshotResult = PlannedKeys;
 type SnapshotContext = Pick<LedgerContext, 'db' | 'schema' | 'table' | 'idColumn' | 'pathColumn'> & {
   /** The database URL: the bulk load opens its own two connections. */
   url: string;
+  /** The path column's length limit, if any: longer destinations are refused. */
+  pathLimit?: PathLimit;
 };
 
 /**
@@ -26,9 +29,10 @@ type SnapshotContext = Pick<LedgerContext, 'db' | 'schema' | 'table' | 'idColumn
  * already finished (`done`, `superseded`) that gains a new referencing row is
  * taken back to `copied`, so that row is moved onto the existing copy too.
  *
- * Keys S3 cannot take are recorded as `failed` at once, with the reason:
- * destination keys over 1,024 bytes, and keys with control characters (S3's
- * XML listings cannot carry them faithfully).
+ * Keys that cannot be moved are recorded as `failed` at once, with the
+ * reason (see `keyRefusal`): destination keys over 1,024 bytes or longer
+ * than the path column allows, and keys with control characters (S3's XML
+ * listings cannot carry them faithfully).
  *
  * Keys are inserted in key order, so ledger ids follow the keys: a claim of
  * consecutive ids is a contiguous range of keys.
@@ -79,15 +83,13 @@ function judgedRefs(
   const table = ctx.table.schema ? sql.id(ctx.table.schema, ctx.table.name) : sql.id(ctx.table.name);
   const id = sql.id(ctx.idColumn);
   const path = sql.id(ctx.pathColumn);
-  const growth = Buffer.byteLength(targetPrefix) - Buffer.byteLength(sourcePrefix);
+  const rules: RefusalRules = { sourcePrefix, targetPrefix, pathLimit: ctx.pathLimit, value };
   return sql`
     refs as (
       select src_key, refusal, array_agg(row_id) as row_ids
       from (
         select t.${path}::text collate "C" as src_key, t.${id}::text as row_id,
-               case when octet_length(t.${path}::text) + ${value(growth)}::int > 1024 then 'destination key is longer than 1024 bytes'
-                    when t.${path}::text collate "C" ~ '[\\x01-\\x1f\\x7f]' then 'key contains control characters, which S3 listings cannot carry'
-               end as refusal
+               ${keyRefusal(sql`t.${path}::text`, rules)} as refusal
         from ${table} as t
         where starts_with(t.${path}, ${value(sourcePrefix)})
         order by 1, 3, t.${id}
@@ -95,7 +97,7 @@ function judgedRefs(
       group by src_key, refusal
     ),
     judged as (
-      select src_key, ${value(targetPrefix)} || substr(src_key, ${value(sourcePrefix.length)} + 1) as dst_key, row_ids, refusal
+      select src_key, ${destinationKey(sql`src_key`, rules)} as dst_key, row_ids, refusal
       from refs
     )
   `;

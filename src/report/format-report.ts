@@ -1,3 +1,4 @@
+import { describeConditionalSupport, type ConditionalSupport } from '../copy/conditional-support.js';
 import { ALL_STATES } from '../ledger/state-machine.js';
 import { formatDuration, formatRate } from '../util/output.js';
 import { LISTED_STATES, type Report } from './report-types.js';
@@ -82,5 +83,8 @@ export function formatReport(report: Report): string[] {
     lines.push(`  #${r.id} ${r.command.padEnd(12)} ${status}, exit ${r.exitCode ?? '-'}, started ${r.startedAt}, took ${duration}${counts}, ${r.host ?? '?'} pid ${r.pid ?? '?'}`);
   }
   if (report.runs.length === 0) lines.push('  none');
+  // What the last execute's start-up probe found (see src/copy/probe-conditional.ts).
+  const probed = [...report.runs].reverse().find((r) => r.command === 'execute' && r.config.ifNoneMatch)?.config.ifNoneMatch as ConditionalSupport | undefined;
+  if (probed) lines.push('', `If-None-Match: ${describeConditionalSupport(probed)}`);
   return lines;
 }
