@@ -14,6 +14,7 @@ import { reportCommand } from './commands/report-command.js';
 import { seedCommand } from './commands/seed-command.js';
 import { validateCommand } from './commands/validate-command.js';
 import { FatalError, UsageError, explainDbError, oneLine } from './errors.js';
+import { enableJsonLogsFromArgv, jsonLogger } from './util/json-log.js';
 import { out } from './util/output.js';
 
 // Values already in the environment win over .env, and flags win over both.
@@ -21,13 +22,20 @@ dotenv.config({ quiet: true });
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
+/** Commander's own messages (unknown option, bad choice): JSON lines too with --log-format json. */
+function writeErr(text: string): void {
+  const json = jsonLogger();
+  if (!json) return void process.stderr.write(text);
+  for (const line of text.split('\n').filter((l) => l.trim() !== '')) json.error(line.replace(/^error: /, ''));
+}
+
 function program(): Command {
   const root = new Command('bucket-migrate')
     .description('Move objects between S3 locations and rewrite the Postgres rows that point at them.')
     .version(pkg.version, '-V, --version')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
-    .configureOutput({ writeErr: (text) => process.stderr.write(text) });
+    .configureOutput({ writeErr });
   for (const command of [
     planCommand(),
     executeCommand(),
@@ -37,7 +45,7 @@ function program(): Command {
     seedCommand(),
     migrateCommand(),
   ]) {
-    command.exitOverride().configureOutput({ writeErr: (text) => process.stderr.write(text) });
+    command.exitOverride().configureOutput({ writeErr });
     root.addCommand(command);
   }
   root.addHelpText(
@@ -49,6 +57,7 @@ function program(): Command {
 }
 
 async function main(argv: string[]): Promise<number> {
+  enableJsonLogsFromArgv(argv);
   try {
     await program().parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
@@ -67,7 +76,8 @@ async function main(argv: string[]): Promise<number> {
     }
     out.error(explainDbError(err) ?? `unexpected error: ${oneLine(err)}`);
     if (process.env.BUCKET_MIGRATE_DEBUG && err instanceof Error) out.info(err.stack ?? '');
-    return 1;
+    // A missing privilege is configuration, not a failed run: exit 2 like any other setting.
+    return (err as { code?: string })?.code === '42501' ? 2 : 1;
   }
 }
 

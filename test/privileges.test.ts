@@ -131,10 +131,11 @@ t.test('a privilege missing mid-run stops execute with one line naming the fix, 
   await query(env.databaseUrl, `revoke update on avatars from ${role}`);
   // Two lanes with a batch each in hand when the first commit is refused.
   const run = await runCli(['execute', '--threads', '1', '--pipeline', '2', '--batch-size', '10', '--quiet'], { env: restricted });
-  t.equal(run.code, 1, run.stderr);
+  t.equal(run.code, 2, `a missing grant is a configuration error: exit 2\n${run.stderr}`);
   const leased = await query<{ n: number }>(env.databaseUrl, 'select count(*)::int as n from bucket_migrate.migration_ledger where locked_by is not null');
   t.equal(leased[0]!.n, 0, 'every lane gave its batch back: no key waits for a lease to expire');
-  t.match(run.stderr, /stopped: the database refused: permission denied for table avatars; grant the privileges in docs\/PRIVILEGES\.md/);
+  t.match(run.stderr, new RegExp(`stopped: the database refused: permission denied for table avatars; run GRANT UPDATE \\(path\\) ON TABLE avatars TO ${role} \\(docs/PRIVILEGES\\.md\\)`));
+  t.equal(run.stderr.split('\n').filter((l) => /^bucket-migrate:/.test(l)).length, 1, 'one error line');
   t.notMatch(run.stderr, /unexpected|    at /, 'no stack trace, nothing unexplained');
   const rows = await query<{ path: string }>(env.databaseUrl, 'select path from avatars');
   t.ok(rows.every((r) => r.path.startsWith('image/')), 'no row changed');

@@ -3,8 +3,14 @@ import { Command, Option } from 'commander';
 import { SETTINGS, loadConfig, type MigrateConfig, type SettingValues } from '../config/config.js';
 import { UsageError } from '../errors.js';
 
-/** Adds a flag for every environment setting (see `SETTINGS`). */
+/** `--log-format`, on every command: with `json`, stderr carries only JSON lines. */
+export function logFormatOption(): Option {
+  return new Option('--log-format <format>', 'stderr as text, or one JSON object per line (json: nothing else is written to stderr)').choices(['text', 'json']).default('text');
+}
+
+/** Adds a flag for every environment setting (see `SETTINGS`), and `--log-format`. */
 export function withConfigOptions(command: Command): Command {
+  command.addOption(logFormatOption());
   for (const setting of SETTINGS) {
     const def = 'def' in setting ? ` (env ${setting.env}, default ${setting.def})` : ` (env ${setting.env})`;
     command.addOption(new Option(setting.flag, `${setting.help}${def}`));

@@ -24,7 +24,6 @@ export function revertCommand(): Command {
       .option('--backoff-seconds <n>', 'first wait before a failed key is retried (doubles each time)', intOption('--backoff-seconds', 0, 3600), 2)
       .option('--retry-failed', 'give keys revert gave up on a fresh budget before starting', false)
       .option('--quiet', 'no progress output', false)
-      .addOption(new Option('--log-format <format>', 'stderr lines as text, or one JSON object per line with the run id').choices(['text', 'json']).default('text'))
       .addHelpText(
         'after',
         '\nExit codes: 0 every key claimed was reverted; 1 a key could not be reverted (listed) or a fatal error;\n2 usage or configuration error; 130/143 interrupted (run again to resume).\n\n' +

@@ -19,6 +19,7 @@ import {
 import { sendWithRetry, type RequestStats } from '../s3/retry.js';
 import { listDestinations, type DestinationListing } from './dest-listing.js';
 import { MAX_SINGLE_COPY, type ExecuteConfig } from './execute-config.js';
+import { recordBytesCopied } from './telemetry.js';
 
 /** What happened to one pending key's copy. */
 export type CopyOutcome =
@@ -154,6 +155,7 @@ export async function copyObject(ctx: CopyContext, row: LedgerRow, listing?: Des
       );
       if (verdict.ok !== true) return verificationFailed(row, verdict);
       if (copy && !encryptionMatches(encryption, copy)) return verificationFailed(row, encryptionMismatch(encryption, copy));
+      recordBytesCopied(size);
       return { kind: 'copied', id: row.id, etag: etag ?? null };
     }
     const expectedEtag = row.src_etag ?? sourceHead?.ETag;
@@ -178,6 +180,7 @@ export async function copyObject(ctx: CopyContext, row: LedgerRow, listing?: Des
     let encryption = copyEncryption(sourceHead, config);
     let copied = await copyOnce(encryption, config.overwrite);
     const expected = () => ({ size: knownSize ?? sourceHead?.ContentLength, etag: expectedEtag, encryption: sourceHead });
+    recordBytesCopied(size);
     if (expectedEtag == null && expected().size == null) {
       // Neither listed nor HEADed: nothing to verify against.
       return { kind: 'copied', id: row.id, etag: copied.CopyObjectResult?.ETag ?? null };

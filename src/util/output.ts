@@ -11,10 +11,14 @@ export const out = {
   result(line: string): void {
     process.stdout.write(`${redact(line)}\n`);
   },
-  /** Progress and notes (stderr), so stdout stays parseable. */
-  info(line: string): void {
+  /**
+   * Progress and notes (stderr), so stdout stays parseable. `fields` are
+   * added to the JSON line with `--log-format json` (numbers a log shipper
+   * can graph) and ignored in text.
+   */
+  info(line: string, fields?: Record<string, unknown>): void {
     const json = jsonLogger();
-    if (json) return void json.info(redact(line));
+    if (json) return void (fields ? json.info(fields, redact(line)) : json.info(redact(line)));
     process.stderr.write(`${redact(line)}\n`);
   },
   /** An error line (stderr). */
