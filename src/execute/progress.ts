@@ -173,6 +173,8 @@ export async function startProgress(
   return {
     async stop() {
       clearInterval(timer);
+      // The last line says where the run ended, as the bar's last frame does on a terminal.
+      line();
       await finish();
     },
   };
