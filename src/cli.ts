@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import dotenv from 'dotenv';
 import { executeCommand } from './commands/execute-command.js';
+import { HELP_CONFIG } from './commands/help-format.js';
 import { migrateCommand } from './commands/migrate-command.js';
 import { planCommand } from './commands/plan-command.js';
 import { revertCommand } from './commands/revert-command.js';
@@ -35,6 +36,7 @@ function program(): Command {
     .version(pkg.version, '-V, --version')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
+    .configureHelp(HELP_CONFIG)
     .configureOutput({ writeErr });
   for (const command of [
     planCommand(),
@@ -45,7 +47,7 @@ function program(): Command {
     seedCommand(),
     migrateCommand(),
   ]) {
-    command.exitOverride().configureOutput({ writeErr });
+    command.exitOverride().configureHelp(HELP_CONFIG).configureOutput({ writeErr });
     root.addCommand(command);
   }
   root.addHelpText(
@@ -58,6 +60,8 @@ function program(): Command {
 
 async function main(argv: string[]): Promise<number> {
   enableJsonLogsFromArgv(argv);
+  // -v/--verbose: the stack of an unexpected error too (the commands print their settings themselves).
+  const verbose = argv.slice(2).some((a) => a === '-v' || a === '--verbose');
   try {
     await program().parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
@@ -75,7 +79,7 @@ async function main(argv: string[]): Promise<number> {
       return err.exitCode;
     }
     out.error(explainDbError(err) ?? `unexpected error: ${oneLine(err)}`);
-    if (process.env.BUCKET_MIGRATE_DEBUG && err instanceof Error) out.info(err.stack ?? '');
+    if ((process.env.BUCKET_MIGRATE_DEBUG || verbose) && err instanceof Error) out.info(err.stack ?? '');
     // A missing privilege is configuration, not a failed run: exit 2 like any other setting.
     return (err as { code?: string })?.code === '42501' ? 2 : 1;
   }

@@ -18,7 +18,7 @@ import { SharedRateBucket } from '../s3/rate-bucket.js';
 import { checkLocation } from '../s3/preflight.js';
 import { formatDuration, formatRate, out } from '../util/output.js';
 import { createCounters, read, write } from './counters.js';
-import { dryRun, printDryRun } from './dry-run.js';
+import { dryRun, dryRunTotals, printDryRun, printDryRunTotals } from './dry-run.js';
 import type { ExecuteConfig } from './execute-config.js';
 import { explainDbDenied, explainS3Denied, isS3AccessDenied } from './privilege-hint.js';
 import { stageWork, startProgress, type ProgressOptions } from './progress.js';
@@ -86,6 +86,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
       await checkLocation(s3, config.migrate.target, 'TARGET_BUCKET');
       if (options.dryRun) {
         printDryRun(config.migrate, await dryRun(db, s3, config.migrate, options.dryRun));
+        printDryRunTotals(config, await dryRunTotals(db, config));
         return 0;
       }
     } finally {

@@ -43,3 +43,14 @@ export function formatDuration(seconds: number): string {
   const s = Math.floor(seconds % 60);
   return h > 0 ? `${h}h${String(m).padStart(2, '0')}m${String(s).padStart(2, '0')}s` : `${m}m${String(s).padStart(2, '0')}s`;
 }
+
+/** A byte count as people write it: 5GiB, 256MiB, 1.5KiB, 100B. */
+export function formatSize(bytes: number): string {
+  for (const [unit, size] of [['TiB', 1024 ** 4], ['GiB', 1024 ** 3], ['MiB', 1024 ** 2], ['KiB', 1024]] as const) {
+    if (bytes >= size) {
+      const n = bytes / size;
+      return `${Number.isInteger(n) ? n : n.toFixed(1)}${unit}`;
+    }
+  }
+  return `${bytes}B`;
+}
