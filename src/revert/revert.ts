@@ -20,6 +20,8 @@ import {
   requeueRevertFailed,
 } from '../ledger/state-machine.js';
 import { createS3Client } from '../s3/client.js';
+import { startMetrics, type MetricsServer } from '../execute/metrics.js';
+import { attachTelemetry, createTelemetry, instrumentS3Client, recordPgStatement } from '../execute/telemetry.js';
 import { AdaptiveLimiter } from '../s3/limiter.js';
 import { checkLocation } from '../s3/preflight.js';
 import type { RequestStats } from '../s3/retry.js';
@@ -41,6 +43,10 @@ export interface RevertConfig {
   retryFailed: boolean;
   quiet: boolean;
   processId: string;
+  /** Serve Prometheus metrics on this port while the run lasts (`--metrics-port`). */
+  metricsPort?: number;
+  /** The address it listens on (`--metrics-host`, default loopback). */
+  metricsHost?: string;
 }
 
 /**
@@ -55,7 +61,11 @@ export interface RevertConfig {
 export async function revert(config: RevertConfig): Promise<number> {
   const url = config.migrate.databaseUrl!;
   const schema = config.migrate.ledgerSchema;
-  const db = createDatabase({ url, max: 4, applicationName: 'bucket-migrate revert' });
+  // Request-level figures for --metrics-port (S3 requests, latencies, statement latency).
+  const telemetry = createTelemetry();
+  attachTelemetry(telemetry);
+  const db = createDatabase({ url, max: 4, applicationName: 'bucket-migrate revert', onStatement: recordPgStatement });
+  let metrics: MetricsServer | undefined;
   let signal: NodeJS.Signals | undefined;
   const onSignal = (sig: NodeJS.Signals) => {
     if (signal) process.exit(sig === 'SIGINT' ? 130 : 143);
@@ -65,6 +75,7 @@ export async function revert(config: RevertConfig): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const s3 = createS3Client(config.migrate.s3, { maxSockets: config.concurrency });
+  instrumentS3Client(s3);
   try {
     await checkConnection(db, url);
     if (!(await ledgerExists(db, schema))) throw new UsageError(`there is no ledger in schema ${schema}: nothing was migrated, so nothing to revert`);
@@ -76,6 +87,11 @@ export async function revert(config: RevertConfig): Promise<number> {
     await ensureRevertIndex({ db, schema });
     if (config.retryFailed) out.info(`re-queued ${await requeueRevertFailed({ db, schema })} keys revert had given up on`);
 
+    // Before the run is recorded: a port in use must not leave a run 'running'.
+    let keys: () => Record<string, number> = () => ({});
+    if (config.metricsPort !== undefined) {
+      metrics = await startMetrics({ port: config.metricsPort, host: config.metricsHost, telemetry, keys: () => keys(), command: 'revert', stage: 'revert' });
+    }
     const runId = await startRun(db, schema, 'revert', {
       ...describeConfig(config.migrate),
       concurrency: config.concurrency,
@@ -83,6 +99,7 @@ export async function revert(config: RevertConfig): Promise<number> {
       limit: config.limit,
       host: os.hostname(),
     });
+    metrics?.setRunId(runId);
     addLogFields({ run_id: runId });
     const stats: RequestStats = { requests: 0, retries: 0, throttles: 0 };
     const limiter = new AdaptiveLimiter({ maxInFlight: config.concurrency, minInFlight: Math.min(4, config.concurrency) });
@@ -115,6 +132,7 @@ export async function revert(config: RevertConfig): Promise<number> {
     };
     const ctx = { ledger, back: { s3, limiter, stats, config: back }, maxAttempts: config.maxAttempts, backoffSeconds: config.backoffSeconds };
     const tally: RevertTally = { rowsOnly: 0, copiedBack: 0, reverted: 0, failed: 0 };
+    keys = () => ({ reverted: tally.reverted, copiedBack: tally.copiedBack, rowsOnly: tally.rowsOnly, revertFailed: tally.failed });
     const started = Date.now();
     let lastProgress = started;
     let claimed = 0;
@@ -172,6 +190,7 @@ export async function revert(config: RevertConfig): Promise<number> {
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    await metrics?.stop();
     s3.destroy();
     await db.destroy();
   }
