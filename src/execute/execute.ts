@@ -173,7 +173,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     await withDbRetry(() => printUnmovedKeys(db, schema));
     if (config.stage === 'delete-only' || config.stage === 'full') await withDbRetry(() => printRefusedDeletes({ db, schema }));
     if (config.stage === 'keep-source' && (states.db_updated ?? 0) > 0) {
-      out.info(`${states.db_updated} keys in the ledger are moved with their sources kept: validate, then run execute --delete-only`);
+      out.info(`${states.db_updated} keys moved with their sources kept: validate, then run execute --delete-only`);
     }
 
     const outcome = runOutcome('execute', {
