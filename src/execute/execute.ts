@@ -7,6 +7,7 @@ import { migrateLedger } from '../db/migrate.js';
 import { withDbRetry } from '../db/retry.js';
 import { inspectTable } from '../db/table-info.js';
 import { UsageError } from '../errors.js';
+import { releaseLeasesOfGoneRuns, watchGoneRuns } from '../ledger/gone-runs.js';
 import { bindLedgerConfig, ledgerExists } from '../ledger/ledger-config.js';
 import { countStates, finishRun, runOutcome, startRun } from '../ledger/runs.js';
 import { requeueFailed } from '../ledger/state-machine.js';
@@ -22,6 +23,7 @@ import { dryRun, dryRunTotals, printDryRun, printDryRunTotals } from './dry-run.
 import type { ExecuteConfig } from './execute-config.js';
 import { explainDbDenied, explainS3Denied, isS3AccessDenied } from './privilege-hint.js';
 import { stageWork, startProgress, type ProgressOptions } from './progress.js';
+import { stageStates } from './stage.js';
 import { attachTelemetry, createTelemetry, instrumentS3Client, readTelemetry } from './telemetry.js';
 import { printUnmovedKeys } from './unmoved-keys.js';
 import type { WorkerResult, WorkerTask } from './worker-loop.js';
@@ -92,12 +94,19 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     } finally {
       s3.destroy();
     }
-    if (options.retryFailed) out.info(`re-queued ${await withDbRetry(() => requeueFailed({ db, schema }))} failed or archived keys`);
-
     // Before the run is recorded: a port in use must not leave a run 'running'.
     const metrics = options.metricsPort === undefined ? undefined : await startMetrics({ port: options.metricsPort, host: options.metricsHost ?? '127.0.0.1', counters, telemetry, command: 'execute', stage: config.stage ?? 'full' });
-    const runId = await withDbRetry(() => startRun(db, schema, 'execute', { ...describeConfig(config.migrate), ...executeSettings(config) }));
+    // Refused (exit 2) while a revert runs on this ledger; nothing is changed before.
+    const runId = await withDbRetry(() =>
+      startRun(db, schema, 'execute', { ...describeConfig(config.migrate), ...executeSettings(config) }, config.processId),
+    ).catch(async (err: unknown) => {
+      await metrics?.stop();
+      throw err;
+    });
     metrics?.setRunId(runId);
+    if (options.retryFailed) out.info(`re-queued ${await withDbRetry(() => requeueFailed({ db, schema }))} failed or archived keys`);
+    // Leases of a process killed on this host are released now, not waited out.
+    await withDbRetry(() => releaseLeasesOfGoneRuns(db, schema));
     addLogFields({ run_id: runId });
     // After every check that can refuse the run: a usage error stays one line.
     if (!table.hasPathIndex && config.stage !== 'keep-source') {
@@ -119,8 +128,9 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     const rateBucket = config.maxRps > 0 ? SharedRateBucket.create(config.maxRps).buffer : undefined;
     const started = Date.now();
     const progress = await withDbRetry(() =>
-      startProgress(db, schema, runId, counters, { ...options.progress, stage: config.stage, limit: config.limit, telemetry }),
+      startProgress(db, schema, runId, counters, { ...options.progress, stage: config.stage, limit: config.limit, telemetry }, stageStates(config.stage)),
     );
+    const reaper = watchGoneRuns(db, schema);
     let results: WorkerResult[];
     try {
       results = await Promise.all(
@@ -129,6 +139,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
         ),
       );
     } finally {
+      await reaper.stop();
       await progress.stop();
       await pool.destroy();
       await metrics?.stop();

@@ -1,8 +1,10 @@
 import { sql, type Kysely } from 'kysely';
 import { formatDuration, formatRate, out } from '../util/output.js';
+import type { LiveState } from '../ledger/state-machine.js';
 import { read, type CounterName } from './counters.js';
 import { stageStates, type ExecuteStage } from './stage.js';
 import { s3Stall } from './telemetry.js';
+import { describeWaiting } from './waiting.js';
 
 /** How `execute` shows progress. */
 export interface ProgressOptions {
@@ -63,7 +65,7 @@ async function exchange(db: Kysely<any>, schema: string, runId: number, counters
   const counts = localCounts(counters);
   const result = await sql<{ others: number }>`
     with me as (
-      update ${sql.id(schema, 'runs')} set counts = ${JSON.stringify(counts)}::jsonb where id = ${runId}
+      update ${sql.id(schema, 'runs')} set counts = ${JSON.stringify(counts)}::jsonb, heartbeat_at = now() where id = ${runId}
     )
     select coalesce(sum(${sql.join(
       names.map((name) => sql`coalesce((counts ->> ${name})::bigint, 0)`),
@@ -91,6 +93,7 @@ export async function startProgress(
   runId: number,
   counters: Int32Array,
   options: ProgressOptions,
+  states?: readonly LiveState[],
 ): Promise<{ stop(): Promise<void> }> {
   const names = stageCounters(options.stage);
   const live = await sql<{ n: number }>`
@@ -101,6 +104,8 @@ export async function startProgress(
   const total = options.limit && options.limit > 0 ? Math.min(ledgerTotal, options.limit) : ledgerTotal;
   const othersAtStart = await exchange(db, schema, runId, counters, names).catch(() => 0);
   let others = 0;
+  // Set while a worker lane finds nothing to claim (see describeWaiting).
+  let waiting: string | undefined;
   const started = Date.now();
   const window: Array<{ at: number; settled: number }> = [{ at: started, settled: 0 }];
 
@@ -117,10 +122,12 @@ export async function startProgress(
     const fraction = total > 0 ? Math.min(1, settled / total) : 1;
     const stall = options.telemetry ? s3Stall(options.telemetry, now) : undefined;
     // A stall says what it waits for instead of a bare 0.0/s.
-    const waiting = stall ? `S3 not answering since ${clock(stall.since)}, retrying (${stall.inFlight} requests in flight); ` : '';
-    const tail =
-      `${waiting}${formatRate(recent)}/s (10s) ${formatRate(overall)}/s overall, ETA ${etaSeconds === undefined ? '?' : formatDuration(etaSeconds)}, ` +
+    const s3Waiting = stall ? `S3 not answering since ${clock(stall.since)}, retrying (${stall.inFlight} requests in flight); ` : '';
+    const rates =
+      `${s3Waiting}${formatRate(recent)}/s (10s) ${formatRate(overall)}/s overall, ETA ${etaSeconds === undefined ? '?' : formatDuration(etaSeconds)}, ` +
       `failed ${read(counters, 'failed')}, conflict ${read(counters, 'conflict')}`;
+    // Leases held by other runs, backoffs: what a lane with nothing to claim waits for.
+    const tail = waiting ? `${rates}; ${waiting}` : rates;
     const fields = {
       progress: true,
       stage: options.stage ?? 'full',
@@ -132,6 +139,7 @@ export async function startProgress(
       failed: read(counters, 'failed'),
       conflict: read(counters, 'conflict'),
       ...(stall ? { waiting_for: 's3', s3_silent_since: new Date(stall.since).toISOString(), s3_in_flight: stall.inFlight } : {}),
+      ...(waiting ? { waiting } : {}),
     };
     return { settled, fraction, tail, fields };
   };
@@ -153,6 +161,8 @@ export async function startProgress(
         others = Math.max(0, n - othersAtStart);
       })
       .catch(() => undefined);
+    if (read(counters, 'waitingLanes') === 0) waiting = undefined;
+    else void describeWaiting(db, schema, runId, states).then((w) => (waiting = read(counters, 'waitingLanes') > 0 ? w : undefined), () => undefined);
   }, 5_000);
   const finish = async () => {
     clearInterval(publisher);
