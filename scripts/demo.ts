@@ -102,6 +102,12 @@ async function main(): Promise<number> {
   }
 }
 
+// A library that emits an 'error' nobody listens to (a failed spawn) must end the demo with one line too, not a stack trace.
+process.on('uncaughtException', (err) => {
+  say(`demo: ${err instanceof Error ? err.message : String(err)} (set DATABASE_URL to a Postgres server to skip the embedded one)`);
+  process.exit(1);
+});
+
 process.exitCode = await main().catch((err: unknown) => {
   say(`demo: ${err instanceof Error ? err.message : String(err)}`);
   return 1;

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import dotenv from 'dotenv';
 import { executeCommand } from './commands/execute-command.js';
+import { HELP_CONFIG } from './commands/help-format.js';
 import { migrateCommand } from './commands/migrate-command.js';
 import { planCommand } from './commands/plan-command.js';
 import { revertCommand } from './commands/revert-command.js';
@@ -14,6 +15,7 @@ import { reportCommand } from './commands/report-command.js';
 import { seedCommand } from './commands/seed-command.js';
 import { validateCommand } from './commands/validate-command.js';
 import { FatalError, UsageError, explainDbError, oneLine } from './errors.js';
+import { enableJsonLogsFromArgv, jsonLogger } from './util/json-log.js';
 import { out } from './util/output.js';
 
 // Values already in the environment win over .env, and flags win over both.
@@ -21,13 +23,21 @@ dotenv.config({ quiet: true });
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
+/** Commander's own messages (unknown option, bad choice): JSON lines too with --log-format json. */
+function writeErr(text: string): void {
+  const json = jsonLogger();
+  if (!json) return void process.stderr.write(text);
+  for (const line of text.split('\n').filter((l) => l.trim() !== '')) json.error(line.replace(/^error: /, ''));
+}
+
 function program(): Command {
   const root = new Command('bucket-migrate')
     .description('Move objects between S3 locations and rewrite the Postgres rows that point at them.')
     .version(pkg.version, '-V, --version')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
-    .configureOutput({ writeErr: (text) => process.stderr.write(text) });
+    .configureHelp(HELP_CONFIG)
+    .configureOutput({ writeErr });
   for (const command of [
     planCommand(),
     executeCommand(),
@@ -37,7 +47,7 @@ function program(): Command {
     seedCommand(),
     migrateCommand(),
   ]) {
-    command.exitOverride().configureOutput({ writeErr: (text) => process.stderr.write(text) });
+    command.exitOverride().configureHelp(HELP_CONFIG).configureOutput({ writeErr });
     root.addCommand(command);
   }
   root.addHelpText(
@@ -49,6 +59,9 @@ function program(): Command {
 }
 
 async function main(argv: string[]): Promise<number> {
+  enableJsonLogsFromArgv(argv);
+  // -v/--verbose: the stack of an unexpected error too (the commands print their settings themselves).
+  const verbose = argv.slice(2).some((a) => a === '-v' || a === '--verbose');
   try {
     await program().parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
@@ -66,8 +79,9 @@ async function main(argv: string[]): Promise<number> {
       return err.exitCode;
     }
     out.error(explainDbError(err) ?? `unexpected error: ${oneLine(err)}`);
-    if (process.env.BUCKET_MIGRATE_DEBUG && err instanceof Error) out.info(err.stack ?? '');
-    return 1;
+    if ((process.env.BUCKET_MIGRATE_DEBUG || verbose) && err instanceof Error) out.info(err.stack ?? '');
+    // A missing privilege is configuration, not a failed run: exit 2 like any other setting.
+    return (err as { code?: string })?.code === '42501' ? 2 : 1;
   }
 }
 

@@ -1,5 +1,5 @@
 /** `--log-format json`: every stderr line is one JSON object carrying the run id. */
-import t from 'tap';
+import t, * as Tap from 'tap';
 import { runCli } from './helpers/cli.js';
 import { query } from './helpers/db.js';
 import { setupTestEnv } from './helpers/services.js';
@@ -33,4 +33,49 @@ t.test('execute and revert --log-format json', async (t) => {
 
   const bad = await runCli(['execute', '--log-format', 'xml'], { env: env.env });
   t.equal(bad.code, 2);
+});
+
+/** Every line of stderr parses as a JSON object with a level and a message. */
+function assertOnlyJson(t: Tap.Test, stderr: string, what: string): Array<Record<string, unknown>> {
+  const lines = stderr.split('\n').filter((l) => l !== '');
+  const parsed: Array<Record<string, unknown>> = [];
+  for (const line of lines) {
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch {
+      t.fail(`${what}: a stderr line that is not JSON: ${line}`);
+      continue;
+    }
+    t.match(value, { level: String, msg: String, time: String }, `${what}: a JSON log line`);
+    parsed.push(value as Record<string, unknown>);
+  }
+  return parsed;
+}
+
+t.test('every command accepts --log-format json, and then stderr carries only JSON lines', async (t) => {
+  const env = await setupTestEnv(t);
+  const json = ['--log-format', 'json'];
+  const runs: Array<[string, string[], number]> = [
+    ['migrate', ['migrate'], 0],
+    ['seed', ['seed', '--count', '12'], 0],
+    ['plan', ['plan'], 0],
+    ['plan --list', ['plan', '--list', '--json'], 0],
+    ['execute --dry-run', ['execute', '--dry-run', '3'], 0],
+    ['execute --keep-source', ['execute', '--keep-source', '--progress-interval', '1'], 0],
+    ['report', ['report'], 0],
+    ['report --json', ['report', '--json'], 0],
+    ['execute --delete-only', ['execute', '--delete-only'], 0],
+    ['validate', ['validate'], 0],
+    ['revert', ['revert', '--limit', '2'], 0],
+    ['a bad flag value', ['execute', '--threads', '0'], 2],
+    ['an unknown flag', ['report', '--no-such-flag'], 2],
+    ['a refused setting', ['plan', '--source-bucket', 'nope-bucket'], 2],
+  ];
+  for (const [what, args, code] of runs) {
+    const result = await runCli([...args, ...json], { env: env.env, timeoutMs: 120_000 });
+    t.equal(result.code, code, `${what}: exit ${code}\n${result.stderr}`);
+    const lines = assertOnlyJson(t, result.stderr, what);
+    if (code !== 0) t.ok(lines.some((l) => l.level === 'error'), `${what}: the error is a JSON line at level error`);
+  }
 });

@@ -131,10 +131,11 @@ t.test('a privilege missing mid-run stops execute with one line naming the fix, 
   await query(env.databaseUrl, `revoke update on avatars from ${role}`);
   // Two lanes with a batch each in hand when the first commit is refused.
   const run = await runCli(['execute', '--threads', '1', '--pipeline', '2', '--batch-size', '10', '--quiet'], { env: restricted });
-  t.equal(run.code, 1, run.stderr);
+  t.equal(run.code, 2, `a missing grant is a configuration error: exit 2\n${run.stderr}`);
   const leased = await query<{ n: number }>(env.databaseUrl, 'select count(*)::int as n from bucket_migrate.migration_ledger where locked_by is not null');
   t.equal(leased[0]!.n, 0, 'every lane gave its batch back: no key waits for a lease to expire');
-  t.match(run.stderr, /stopped: the database refused: permission denied for table avatars; grant the privileges in docs\/PRIVILEGES\.md/);
+  t.match(run.stderr, new RegExp(`stopped: the database refused: permission denied for table avatars; run GRANT UPDATE \\(path\\) ON TABLE avatars TO ${role} \\(docs/PRIVILEGES\\.md\\)`));
+  t.equal(run.stderr.split('\n').filter((l) => /^bucket-migrate:/.test(l)).length, 1, 'one error line');
   t.notMatch(run.stderr, /unexpected|    at /, 'no stack trace, nothing unexplained');
   const rows = await query<{ path: string }>(env.databaseUrl, 'select path from avatars');
   t.ok(rows.every((r) => r.path.startsWith('image/')), 'no row changed');
@@ -144,4 +145,38 @@ t.test('a privilege missing mid-run stops execute with one line naming the fix, 
   const again = await runCli(['execute', '--threads', '1', '--quiet'], { env: restricted });
   t.equal(again.code, 0, again.stderr);
   t.same(await listKeys(env.s3client, env.sourceBucket, 'image/'), [], 'every source moved');
+});
+
+t.test('an S3 permission missing mid-run: exit 2, one line naming the action to grant', async (t) => {
+  const env = await setupTestEnv(t);
+  t.equal((await runCli(['seed', '--count', '20', '--quiet'], { env: env.env })).code, 0);
+  t.equal((await runCli(['plan'], { env: env.env })).code, 0);
+  const suffix = randomBytes(4).toString('hex');
+  const mc = await connectMc(env.s3);
+  t.teardown(() => mc.close());
+  // The documented policy without s3:PutObject on the target: every copy is refused.
+  const policy = JSON.parse(block(readFileSync(DOC, 'utf8'), 's3').replace(/legacy-s3/g, env.sourceBucket).replace(/production-s3/g, env.targetBucket)) as {
+    Statement: Array<{ Action: string[] }>;
+  };
+  for (const statement of policy.Statement) statement.Action = statement.Action.filter((a) => a !== 's3:PutObject');
+  const policyFile = path.join(await fsp.mkdtemp(path.join(os.tmpdir(), 'bm-policy-')), 'policy.json');
+  await fsp.writeFile(policyFile, JSON.stringify(policy));
+  const user = `bmnoput${suffix}`;
+  const secret = randomBytes(20).toString('hex');
+  const policyName = `bm-noput-${suffix}`;
+  await mc.run('admin', 'policy', 'create', mc.alias, policyName, policyFile);
+  await mc.run('admin', 'user', 'add', mc.alias, user, secret);
+  await mc.run('admin', 'policy', 'attach', mc.alias, policyName, '--user', user);
+  t.teardown(async () => {
+    await mc.run('admin', 'user', 'remove', mc.alias, user).catch(() => undefined);
+    await mc.run('admin', 'policy', 'remove', mc.alias, policyName).catch(() => undefined);
+    await fsp.rm(path.dirname(policyFile), { recursive: true, force: true });
+  });
+  const run = await runCli(['execute', '--threads', '1', '--quiet'], { env: { ...env.env, AWS_ACCESS_KEY_ID: user, AWS_SECRET_ACCESS_KEY: secret } });
+  t.equal(run.code, 2, `a missing S3 permission is a configuration error: exit 2\n${run.stderr}`);
+  const errors = run.stderr.split('\n').filter((l) => /^bucket-migrate:/.test(l));
+  t.equal(errors.length, 1, `one error line\n${run.stderr}`);
+  t.match(errors[0], /AccessDenied.*grant .*s3:PutObject .*on arn:aws:s3:::dst-[^/]+\/avatar\/\*.*docs\/PRIVILEGES\.md/);
+  t.notMatch(run.stderr, /unexpected|    at /, 'no stack trace');
+  t.equal((await listKeys(env.s3client, env.sourceBucket, 'image/')).length, 20, 'no source deleted');
 });

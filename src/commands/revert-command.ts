@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import os from 'node:os';
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
 import { requireDatabaseUrl } from '../config/config.js';
 import { enableJsonLogs } from '../util/json-log.js';
 import { configFrom, intOption, withConfigOptions } from './options.js';
@@ -24,7 +24,8 @@ export function revertCommand(): Command {
       .option('--backoff-seconds <n>', 'first wait before a failed key is retried (doubles each time)', intOption('--backoff-seconds', 0, 3600), 2)
       .option('--retry-failed', 'give keys revert gave up on a fresh budget before starting', false)
       .option('--quiet', 'no progress output', false)
-      .addOption(new Option('--log-format <format>', 'stderr lines as text, or one JSON object per line with the run id').choices(['text', 'json']).default('text'))
+      .option('--metrics-port <port>', 'serve Prometheus metrics on http://<metrics-host>:<port>/metrics while the run lasts (0: any free port)', intOption('--metrics-port', 0, 65_535))
+      .option('--metrics-host <address>', 'address the metrics server listens on (0.0.0.0: every interface)', '127.0.0.1')
       .addHelpText(
         'after',
         '\nExit codes: 0 every key claimed was reverted; 1 a key could not be reverted (listed) or a fatal error;\n2 usage or configuration error, or an execute is running on this ledger; 130/143 interrupted (run again to resume).\n\n' +
@@ -47,6 +48,8 @@ export function revertCommand(): Command {
       retryFailed: options.retryFailed,
       quiet: options.quiet,
       processId,
+      metricsPort: options.metricsPort,
+      metricsHost: options.metricsHost,
     });
     command.setOptionValue('exitCode', code);
     process.exitCode = code;

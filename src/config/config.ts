@@ -8,20 +8,23 @@ import { redactUrl, registerSecret } from './redact.js';
  * CLI builds its flags from it, the README's configuration table mirrors it.
  */
 export const SETTINGS = [
-  { key: 'databaseUrl', env: 'DATABASE_URL', flag: '--database-url <url>', help: 'Postgres connection URL' },
-  { key: 's3Endpoint', env: 'S3_ENDPOINT', flag: '--s3-endpoint <url>', help: 'S3-compatible endpoint (path-style); unset for AWS' },
-  { key: 'region', env: 'AWS_REGION', flag: '--region <region>', help: 'AWS region (default: the SDK chain; us-east-1 with --s3-endpoint)' },
-  { key: 'sourceBucket', env: 'SOURCE_BUCKET', flag: '--source-bucket <bucket>', help: 'bucket holding the legacy objects', def: 'legacy-s3' },
-  { key: 'sourcePrefix', env: 'SOURCE_PREFIX', flag: '--source-prefix <prefix>', help: 'leading key prefix to move from', def: 'image/' },
-  { key: 'targetBucket', env: 'TARGET_BUCKET', flag: '--target-bucket <bucket>', help: 'bucket to move the objects to', def: 'production-s3' },
-  { key: 'targetPrefix', env: 'TARGET_PREFIX', flag: '--target-prefix <prefix>', help: 'leading key prefix to move to', def: 'avatar/' },
-  { key: 'table', env: 'MIGRATE_TABLE', flag: '--table <name>', help: 'table holding the paths (schema-qualified allowed)', def: 'avatars' },
-  { key: 'idColumn', env: 'MIGRATE_ID_COLUMN', flag: '--id-column <name>', help: "the table's primary key column", def: 'id' },
-  { key: 'pathColumn', env: 'MIGRATE_PATH_COLUMN', flag: '--path-column <name>', help: 'the column holding object keys', def: 'path' },
-  { key: 'ledgerSchema', env: 'LEDGER_SCHEMA', flag: '--ledger-schema <name>', help: "schema for the tool's ledger and runs tables", def: 'bucket_migrate' },
+  { key: 'databaseUrl', env: 'DATABASE_URL', flag: '--database-url <url>', help: 'Postgres connection URL', group: 'ledger' },
+  { key: 's3Endpoint', env: 'S3_ENDPOINT', flag: '--endpoint-url <url>', help: 'S3-compatible endpoint, path-style (alias --s3-endpoint); unset for AWS', group: 's3' },
+  { key: 'region', env: 'AWS_REGION', flag: '--region <region>', help: 'AWS region (default: the SDK chain; us-east-1 with --endpoint-url)', group: 's3' },
+  { key: 'profile', env: 'AWS_PROFILE', flag: '--profile <name>', help: 'AWS profile from ~/.aws/config and ~/.aws/credentials (default: the SDK chain)', group: 's3' },
+  { key: 'sourceBucket', env: 'SOURCE_BUCKET', flag: '--source-bucket <bucket>', help: 'bucket holding the legacy objects', def: 'legacy-s3', group: 's3' },
+  { key: 'sourcePrefix', env: 'SOURCE_PREFIX', flag: '--source-prefix <prefix>', help: 'leading key prefix to move from', def: 'image/', group: 's3' },
+  { key: 'targetBucket', env: 'TARGET_BUCKET', flag: '--target-bucket <bucket>', help: 'bucket to move the objects to', def: 'production-s3', group: 's3' },
+  { key: 'targetPrefix', env: 'TARGET_PREFIX', flag: '--target-prefix <prefix>', help: 'leading key prefix to move to', def: 'avatar/', group: 's3' },
+  { key: 'table', env: 'MIGRATE_TABLE', flag: '--table <name>', help: 'table holding the paths (schema-qualified allowed)', def: 'avatars', group: 'table' },
+  { key: 'idColumn', env: 'MIGRATE_ID_COLUMN', flag: '--id-column <name>', help: "the table's primary key column", def: 'id', group: 'table' },
+  { key: 'pathColumn', env: 'MIGRATE_PATH_COLUMN', flag: '--path-column <name>', help: 'the column holding object keys', def: 'path', group: 'table' },
+  { key: 'ledgerSchema', env: 'LEDGER_SCHEMA', flag: '--ledger-schema <name>', help: "schema for the tool's ledger and runs tables", def: 'bucket_migrate', group: 'ledger' },
 ] as const;
 
 export type SettingKey = (typeof SETTINGS)[number]['key'];
+/** What a setting is about: commands that only read the ledger (report, migrate) take only `ledger` flags. */
+export type SettingGroup = (typeof SETTINGS)[number]['group'];
 export type SettingValues = Partial<Record<SettingKey, string>>;
 
 /** One S3 location: a bucket and a key prefix ending in `/`. */
@@ -34,6 +37,8 @@ export interface LocationConfig {
 export interface S3Config {
   endpoint?: string;
   region?: string;
+  /** A named AWS profile (`--profile`, AWS_PROFILE); the SDK reads it from ~/.aws. */
+  profile?: string;
   /** Path-style addressing, needed by most S3-compatible servers. */
   forcePathStyle: boolean;
 }
@@ -103,6 +108,7 @@ export function loadConfig(flags: SettingValues, env: NodeJS.ProcessEnv = proces
     s3: {
       endpoint,
       region: value('region') ?? env.AWS_DEFAULT_REGION ?? (endpoint ? 'us-east-1' : undefined),
+      profile: value('profile'),
       forcePathStyle: endpoint !== undefined,
     },
     source,
@@ -171,6 +177,7 @@ export function describeConfig(config: MigrateConfig): Record<string, unknown> {
     database: config.databaseUrl ? redactUrl(config.databaseUrl) : null,
     s3Endpoint: config.s3.endpoint ? redactUrl(config.s3.endpoint) : null,
     region: config.s3.region ?? null,
+    profile: config.s3.profile ?? null,
     source: `s3://${config.source.bucket}/${config.source.prefix}`,
     target: `s3://${config.target.bucket}/${config.target.prefix}`,
     table: config.table.schema ? `${config.table.schema}.${config.table.name}` : config.table.name,

@@ -14,6 +14,8 @@ export interface DatabaseConfig {
   max?: number;
   /** `application_name`, visible in pg_stat_activity. */
   applicationName?: string;
+  /** Called after every statement with its SQL, duration and whether it failed (statement-latency metrics). */
+  onStatement?: (sqlText: string, seconds: number, failed: boolean) => void;
 }
 
 /**
@@ -37,7 +39,11 @@ export function createDatabase(config: DatabaseConfig): Kysely<any> {
   // process. The error still reaches the next query on that client, as a
   // connection error that the callers' retries recognise.
   pool.on('connect', (client) => client.on('error', () => undefined));
-  return new Kysely<any>({ dialect: new PostgresDialect({ pool }) });
+  const onStatement = config.onStatement;
+  return new Kysely<any>({
+    dialect: new PostgresDialect({ pool }),
+    log: onStatement ? (event) => onStatement(event.query.sql, event.queryDurationMillis / 1000, event.level === 'error') : undefined,
+  });
 }
 
 /** Checks the database answers, turning connection failures into one line. */

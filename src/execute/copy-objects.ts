@@ -20,6 +20,7 @@ import { factsOf, judgeCopy, verifyCopy } from '../copy/same-object.js';
 import { sendWithRetry, type RequestStats } from '../s3/retry.js';
 import { listDestinations, type DestinationListing } from './dest-listing.js';
 import type { ExecuteConfig } from './execute-config.js';
+import { recordBytesCopied } from './telemetry.js';
 
 /** What happened to one pending key's copy. */
 export type CopyOutcome =
@@ -116,6 +117,7 @@ export async function copyObject(ctx: CopyContext, row: LedgerRow, listing?: Des
         overwrite: config.overwrite,
         attributes: { ...encryption, StorageClass: storageClass, Tagging: tagging },
       });
+      recordBytesCopied(size);
       // A multipart ETag is not an MD5: the destination's size is the check.
       const copy = await head(ctx, dst.bucket, dst.key);
       const verdict = verifyCopy(expected, { size: copy?.ContentLength ?? -1, etag: copy?.ETag, encryption: copy });
@@ -148,6 +150,7 @@ export async function copyObject(ctx: CopyContext, row: LedgerRow, listing?: Des
         }),
       ),
     );
+    recordBytesCopied(size);
     let verdict = verifyCopy(expected, { etag: copied.CopyObjectResult?.ETag, encryption: copied });
     if (verdict.ok === 'need-size') {
       const copy = await head(ctx, dst.bucket, dst.key);

@@ -2,8 +2,9 @@ import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { sql, type Kysely } from 'kysely';
 import type { MigrateConfig } from '../config/config.js';
 import { s3ErrorCode, s3HttpStatus } from '../s3/errors.js';
-import { out } from '../util/output.js';
+import { formatDuration, formatSize, out } from '../util/output.js';
 import { factsOf, judgeCopy } from '../copy/same-object.js';
+import type { ExecuteConfig } from './execute-config.js';
 
 /** One action `execute` would take next. */
 export interface PlannedAction {
@@ -68,4 +69,84 @@ export function printDryRun(config: MigrateConfig, actions: PlannedAction[]): vo
   for (const a of actions) {
     out.result(`${a.state.padEnd(10)} s3://${config.source.bucket}/${a.srcKey} -> s3://${config.target.bucket}/${a.dstKey}: ${a.action}`);
   }
+}
+
+/**
+ * Assumed AWS S3 Standard request prices (us-east-1, USD per 1,000
+ * requests): PUT, COPY, POST and LIST requests at $0.005, GET and HEAD at
+ * $0.0004, DELETE free (DeleteObjects counted as deletes). Printed with
+ * the estimate, so nobody mistakes it for a quote.
+ */
+export const REQUEST_PRICES = { write: 0.005, read: 0.0004, delete: 0 } as const;
+
+/** What the whole remaining run would cost, as `execute --dry-run` prints it. */
+export interface DryRunTotals {
+  keys: Record<string, number>;
+  keysTotal: number;
+  /** Bytes of the keys whose size the plan recorded (plan --list). */
+  bytes: number;
+  keysWithSize: number;
+  requests: Record<string, number>;
+  requestsTotal: number;
+  costUsd: number;
+  /** Seconds at --max-rps (undefined without a cap). */
+  secondsAtMaxRps?: number;
+}
+
+/** Counts the remaining work from the ledger and turns it into S3 requests, dollars and time. */
+export async function dryRunTotals(db: Kysely<any>, config: ExecuteConfig): Promise<DryRunTotals> {
+  const rows = (await sql<{ state: string; keys: number; bytes: number | null; sized: number; need_head: number; multipart: number; parts: number }>`
+    select state, count(*)::int as keys, sum(src_size)::float8 as bytes, count(src_size)::int as sized,
+           count(*) filter (where src_size is null or (src_storage_class is null and ${config.storageClass ?? null}::text is null))::int as need_head,
+           count(*) filter (where src_size > ${config.multipartThreshold})::int as multipart,
+           coalesce(sum(ceil(src_size::numeric / ${config.partSize})) filter (where src_size > ${config.multipartThreshold}), 0)::float8 as parts
+    from ${sql.id(config.migrate.ledgerSchema, 'migration_ledger')}
+    where state in ('pending', 'copied', 'db_updated')
+    group by state
+  `.execute(db)).rows;
+  const by = (state: string) => rows.find((r) => r.state === state) ?? { keys: 0, bytes: 0, sized: 0, need_head: 0, multipart: 0, parts: 0 };
+  const pending = by('pending');
+  const keysTotal = rows.reduce((n, r) => n + r.keys, 0);
+  const batches = (n: number) => Math.ceil(n / Math.max(1, Math.min(config.batchSize, 1000)));
+  const requests: Record<string, number> = {
+    CopyObject: pending.keys - pending.multipart,
+    UploadPartCopy: pending.parts,
+    CreateMultipartUpload: pending.multipart,
+    CompleteMultipartUpload: pending.multipart,
+    // Sources without a recorded size or class are HEADed first; multipart copies are HEADed after.
+    HeadObject: pending.need_head + pending.multipart + (config.destCheck === 'head' ? pending.keys : 0),
+    ListObjectsV2: config.destCheck === 'list' ? batches(pending.keys) : 0,
+    DeleteObjects: batches(keysTotal),
+  };
+  const requestsTotal = Object.values(requests).reduce((a, b) => a + b, 0);
+  const writes = requests.CopyObject! + requests.UploadPartCopy! + requests.CreateMultipartUpload! + requests.CompleteMultipartUpload! + requests.ListObjectsV2!;
+  const costUsd = (writes * REQUEST_PRICES.write + requests.HeadObject! * REQUEST_PRICES.read + requests.DeleteObjects! * REQUEST_PRICES.delete) / 1000;
+  return {
+    keys: Object.fromEntries(rows.map((r) => [r.state, r.keys])),
+    keysTotal,
+    bytes: rows.reduce((n, r) => n + (r.bytes ?? 0), 0),
+    keysWithSize: rows.reduce((n, r) => n + r.sized, 0),
+    requests,
+    requestsTotal,
+    costUsd,
+    secondsAtMaxRps: config.maxRps > 0 ? requestsTotal / config.maxRps : undefined,
+  };
+}
+
+/** Prints the totals under the dry run's actions. */
+export function printDryRunTotals(config: ExecuteConfig, totals: DryRunTotals): void {
+  const states = Object.entries(totals.keys).map(([s, n]) => `${s} ${n}`).join(', ') || 'none';
+  const sized = totals.keysWithSize < totals.keysTotal ? ` (sizes known for ${totals.keysWithSize} of them: run plan --list to record the rest)` : '';
+  out.result(`dry run totals: ${totals.keysTotal} keys left (${states}), ${formatSize(totals.bytes)} to copy${sized}`);
+  const requests = Object.entries(totals.requests).filter(([, n]) => n > 0).map(([op, n]) => `${op} ${n}`).join(', ');
+  out.result(`  about ${totals.requestsTotal} S3 requests (${requests || 'none'}), not counting retries`);
+  out.result(
+    `  estimated AWS request cost $${totals.costUsd.toFixed(2)} (assumed S3 Standard prices: $0.005 per 1,000 COPY/PUT/POST/LIST, ` +
+      `$0.0004 per 1,000 GET/HEAD, DELETE free; copies between regions and storage are extra)`,
+  );
+  out.result(
+    totals.secondsAtMaxRps === undefined
+      ? '  time: no --max-rps cap, so the time depends on the server (see npm run bench and docs/SCALE.md)'
+      : `  time at --max-rps ${config.maxRps}: at least ${formatDuration(totals.secondsAtMaxRps)}`,
+  );
 }

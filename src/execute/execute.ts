@@ -21,10 +21,13 @@ import { SharedRateBucket } from '../s3/rate-bucket.js';
 import { checkLocation } from '../s3/preflight.js';
 import { formatDuration, formatRate, out } from '../util/output.js';
 import { createCounters, read, write } from './counters.js';
-import { dryRun, printDryRun } from './dry-run.js';
+import { dryRun, dryRunTotals, printDryRun, printDryRunTotals } from './dry-run.js';
 import type { ExecuteConfig } from './execute-config.js';
-import { startProgress, type ProgressOptions } from './progress.js';
+import { explainDbDenied, explainS3Denied, isS3AccessDenied } from './privilege-hint.js';
+import { stageWork, startProgress, type ProgressOptions } from './progress.js';
 import { stageStates } from './stage.js';
+import { attachTelemetry, createTelemetry, instrumentS3Client, readTelemetry } from './telemetry.js';
+import { printUnmovedKeys } from './unmoved-keys.js';
 import type { WorkerResult, WorkerTask } from './worker-loop.js';
 
 /** Options of one `execute` run beyond the shared configuration. */
@@ -52,6 +55,9 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
   const schema = config.migrate.ledgerSchema;
   const db = createDatabase({ url, max: 2 });
   const counters = createCounters();
+  // Request-level figures of every thread (metrics, stalls); the main thread's own requests count too.
+  const telemetry = createTelemetry();
+  attachTelemetry(telemetry);
   // Installed first: a Ctrl-C during the checks below must not kill the
   // process halfway either.
   let signal: NodeJS.Signals | undefined;
@@ -78,12 +84,14 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     await withDbRetry(() => bindLedgerConfig(db, config.migrate, 'use'));
     const table = await withDbRetry(() => inspectTable(db, config.migrate.table, config.migrate.idColumn, config.migrate.pathColumn));
     const s3 = createS3Client(config.migrate.s3, { maxSockets: 8 });
+    instrumentS3Client(s3);
     let conditional: ConditionalSupport | undefined;
     try {
       await checkLocation(s3, config.migrate.source, 'SOURCE_BUCKET');
       await checkLocation(s3, config.migrate.target, 'TARGET_BUCKET');
       if (options.dryRun) {
         printDryRun(config.migrate, await dryRun(db, s3, config.migrate, options.dryRun));
+        printDryRunTotals(config, await dryRunTotals(db, config));
         return 0;
       }
       conditional = await checkConditionalWrites(s3, config);
@@ -91,7 +99,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
       s3.destroy();
     }
     // Before the run is recorded: a port in use must not leave a run 'running'.
-    const metrics = options.metricsPort === undefined ? undefined : await startMetrics({ port: options.metricsPort, host: options.metricsHost ?? '127.0.0.1', counters, stage: config.stage ?? 'full' });
+    const metrics = options.metricsPort === undefined ? undefined : await startMetrics({ port: options.metricsPort, host: options.metricsHost ?? '127.0.0.1', counters, telemetry, command: 'execute', stage: config.stage ?? 'full' });
     // Refused (exit 2) while a revert runs on this ledger; nothing is changed before.
     const runId = await withDbRetry(() =>
       startRun(db, schema, 'execute', { ...describeConfig(config.migrate), ...executeSettings(config), ifNoneMatch: conditional }, config.processId),
@@ -123,13 +131,15 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     // One bucket for the process: the threads take their tokens from it, however the work falls between them.
     const rateBucket = config.maxRps > 0 ? SharedRateBucket.create(config.maxRps).buffer : undefined;
     const started = Date.now();
-    const progress = await withDbRetry(() => startProgress(db, schema, runId, counters, options.progress, stageStates(config.stage)));
+    const progress = await withDbRetry(() =>
+      startProgress(db, schema, runId, counters, { ...options.progress, stage: config.stage, limit: config.limit, telemetry }, stageStates(config.stage)),
+    );
     const reaper = watchGoneRuns(db, schema);
     let results: WorkerResult[];
     try {
       results = await Promise.all(
         Array.from({ length: config.threads }, (_, workerIndex) =>
-          pool.run({ config, idCast: table.idCast, guardReferences: table.hasPathIndex, counters, rateBucket, workerIndex }),
+          pool.run({ config, idCast: table.idCast, guardReferences: table.hasPathIndex, counters, rateBucket, telemetry, workerIndex }),
         ),
       );
     } finally {
@@ -141,12 +151,25 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
 
     const seconds = (Date.now() - started) / 1000;
     const states = await withDbRetry(() => countStates(db, schema));
-    const fatal = results.find((r) => r.fatal)?.fatal;
-    const moved = read(counters, 'done');
+    let fatal = results.find((r) => r.fatal)?.fatal;
+    // A missing privilege is a configuration error: exit 2, one line naming the grant.
+    const deniedByDatabase = results.find((r) => r.deniedByDatabase)?.deniedByDatabase;
+    const denied = deniedByDatabase !== undefined || (fatal !== undefined && isS3AccessDenied(fatal));
+    if (deniedByDatabase !== undefined) fatal = await explainDbDenied(db, config.migrate, deniedByDatabase);
+    else if (fatal !== undefined && denied) fatal = explainS3Denied(fatal, config.migrate);
+    // Each stage counts its own work: moved keys, keys moved with their sources kept, or deleted sources.
+    const work = stageWork(config.stage);
+    const moved = read(counters, work.counter);
+    const figures = readTelemetry(telemetry);
     const summary = {
       seconds: Number(seconds.toFixed(2)),
+      stage: config.stage ?? 'full',
       keysDone: moved,
       keysPerSecond: Number((moved / Math.max(seconds, 0.001)).toFixed(1)),
+      keysCopied: read(counters, 'copied'),
+      keysCommitted: read(counters, 'dbUpdated'),
+      sourcesDeleted: read(counters, 'done'),
+      bytesCopied: figures.bytesCopied,
       requests: read(counters, 'requests'),
       retries: read(counters, 'retries'),
       throttles: read(counters, 'throttles'),
@@ -154,24 +177,28 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
       states,
     };
     out.info(
-      `execute: ${moved} keys moved in ${formatDuration(seconds)} (${formatRate(summary.keysPerSecond)}/s); ` +
+      `execute: ${moved} ${work.noun} in ${formatDuration(seconds)} (${formatRate(summary.keysPerSecond)}/s); ` +
         `${summary.requests} S3 requests, ${summary.retries} retried, ${summary.throttles} throttled`,
+      { summary: true, stage: summary.stage, done: moved, seconds: summary.seconds, rate: summary.keysPerSecond, bytes_copied: summary.bytesCopied, requests: summary.requests, retries: summary.retries, throttles: summary.throttles },
     );
     if (summary.requeued > 0) {
       out.info(`${summary.requeued} times a source was still named by rows added since the plan: those rows were moved too before it was deleted`);
     }
-    out.info(`ledger: ${Object.entries(states).map(([s, n]) => `${s} ${n}`).join(', ') || 'empty'}`);
+    out.info(`ledger: ${Object.entries(states).map(([s, n]) => `${s} ${n}`).join(', ') || 'empty'}`, { states });
+    await withDbRetry(() => printUnmovedKeys(db, schema));
     if (config.stage === 'delete-only' || config.stage === 'full') await withDbRetry(() => printRefusedDeletes({ db, schema }));
     if (config.stage === 'keep-source' && (states.db_updated ?? 0) > 0) {
       out.info(`${states.db_updated} keys moved with their sources kept: validate, then run execute --delete-only`);
     }
 
-    const { status, exitCode } = runOutcome('execute', {
+    const outcome = runOutcome('execute', {
       fatal,
       signal,
       keysFailed: (states.failed ?? 0) > 0 || (states.conflict ?? 0) > 0 || (states.archived ?? 0) > 0,
       failedHint: 'some keys failed, are in conflict or are archived: see bucket-migrate report; execute --retry-failed re-queues failed keys',
     });
+    const { status } = outcome;
+    const exitCode = denied && fatal !== undefined && outcome.status === 'failed' ? 2 : outcome.exitCode;
     await withDbRetry(() => finishRun(db, schema, runId, status, exitCode, summary));
     return exitCode;
   } finally {

@@ -2,6 +2,8 @@ import { sql, type Kysely } from 'kysely';
 import { formatDuration, formatRate, out } from '../util/output.js';
 import type { LiveState } from '../ledger/state-machine.js';
 import { read, type CounterName } from './counters.js';
+import { stageStates, type ExecuteStage } from './stage.js';
+import { s3Stall } from './telemetry.js';
 import { describeWaiting } from './waiting.js';
 
 /** How `execute` shows progress. */
@@ -12,9 +14,38 @@ export interface ProgressOptions {
   intervalSeconds: number;
   /** Redraw a live bar in place (stderr is a TTY). */
   tty: boolean;
+  /** Which part of the move this run does: the bar counts that stage's keys. */
+  stage?: ExecuteStage;
+  /** `--limit`: the run stops after this many keys, so the bar ends there (0: none). */
+  limit?: number;
+  /** The workers' request figures, to say why nothing moves when S3 stops answering. */
+  telemetry?: BigInt64Array;
 }
 
-const SETTLED: CounterName[] = ['done', 'conflict', 'missing', 'superseded', 'failed', 'archived'];
+const TERMINAL: CounterName[] = ['conflict', 'missing', 'superseded', 'failed', 'archived'];
+const SETTLED: CounterName[] = ['done', ...TERMINAL];
+
+/**
+ * The counters that say a key is finished for a stage. A full run and
+ * `--delete-only` finish a key when it is `done` (or refused); a
+ * `--keep-source` run finishes it when its rows are moved (`db_updated`,
+ * the state it parks keys in) or it settles otherwise.
+ */
+export function stageCounters(stage: ExecuteStage | undefined): CounterName[] {
+  return stage === 'keep-source' ? ['dbUpdated', ...TERMINAL] : SETTLED;
+}
+
+/** What the stage's own work is called in summaries: "N keys moved", "N sources deleted". */
+export function stageWork(stage: ExecuteStage | undefined): { counter: CounterName; noun: string } {
+  switch (stage) {
+    case 'keep-source':
+      return { counter: 'dbUpdated', noun: 'keys moved with their sources kept' };
+    case 'delete-only':
+      return { counter: 'done', noun: 'sources deleted' };
+    default:
+      return { counter: 'done', noun: 'keys moved' };
+  }
+}
 
 /** This process's counters, as published in its runs row. */
 export function localCounts(counters: Int32Array): Record<string, number> {
@@ -25,18 +56,19 @@ export function localCounts(counters: Int32Array): Record<string, number> {
 
 /**
  * Publishes this process's counters in its runs row and returns the keys
- * settled by every other running `execute` since `since`. This is how the
- * figures count every process sharing the ledger without a `count(*)` over
- * the ledger: a handful of runs rows are read, whatever the key count.
+ * finished (by `names`) by every other running `execute` since `since`.
+ * This is how the figures count every process sharing the ledger without a
+ * `count(*)` over the ledger: a handful of runs rows are read, whatever the
+ * key count.
  */
-async function exchange(db: Kysely<any>, schema: string, runId: number, counters: Int32Array): Promise<number> {
+async function exchange(db: Kysely<any>, schema: string, runId: number, counters: Int32Array, names: CounterName[]): Promise<number> {
   const counts = localCounts(counters);
   const result = await sql<{ others: number }>`
     with me as (
       update ${sql.id(schema, 'runs')} set counts = ${JSON.stringify(counts)}::jsonb, heartbeat_at = now() where id = ${runId}
     )
     select coalesce(sum(${sql.join(
-      SETTLED.map((name) => sql`coalesce((counts ->> ${name})::bigint, 0)`),
+      names.map((name) => sql`coalesce((counts ->> ${name})::bigint, 0)`),
       sql` + `,
     )}), 0)::bigint as others
     from ${sql.id(schema, 'runs')}
@@ -45,12 +77,15 @@ async function exchange(db: Kysely<any>, schema: string, runId: number, counters
   return Number(result.rows[0]?.others ?? 0);
 }
 
+const clock = (ms: number) => new Date(ms).toTimeString().slice(0, 8);
+
 /**
  * Shows progress while workers run: a live bar on a terminal, a plain line
  * every `--progress-interval` seconds otherwise. The total is read once from
- * the ledger (live rows, through the partial index); after that the figures
- * come from this process's shared counters plus the other running
- * processes' published counters.
+ * the ledger (the live rows this stage claims, through the partial index);
+ * after that the figures come from this process's shared counters plus the
+ * other running processes' published counters. With `--log-format json`
+ * each line also carries `done`, `total`, `rate`, `eta_seconds`.
  */
 export async function startProgress(
   db: Kysely<any>,
@@ -60,18 +95,21 @@ export async function startProgress(
   options: ProgressOptions,
   states?: readonly LiveState[],
 ): Promise<{ stop(): Promise<void> }> {
+  const names = stageCounters(options.stage);
   const live = await sql<{ n: number }>`
-    select count(*)::int as n from ${sql.id(schema, 'migration_ledger')} where state in ('pending', 'copied', 'db_updated')
+    select count(*)::int as n from ${sql.id(schema, 'migration_ledger')}
+    where state in ('pending', 'copied', 'db_updated') and state = any(${stageStates(options.stage) as unknown as string[]}::text[])
   `.execute(db);
-  const total = live.rows[0]?.n ?? 0;
-  const othersAtStart = await exchange(db, schema, runId, counters).catch(() => 0);
+  const ledgerTotal = live.rows[0]?.n ?? 0;
+  const total = options.limit && options.limit > 0 ? Math.min(ledgerTotal, options.limit) : ledgerTotal;
+  const othersAtStart = await exchange(db, schema, runId, counters, names).catch(() => 0);
   let others = 0;
   // Set while a worker lane finds nothing to claim (see describeWaiting).
   let waiting: string | undefined;
   const started = Date.now();
   const window: Array<{ at: number; settled: number }> = [{ at: started, settled: 0 }];
 
-  const settledNow = () => SETTLED.reduce((n, name) => n + read(counters, name), 0) + others;
+  const settledNow = () => names.reduce((n, name) => n + read(counters, name), 0) + others;
   const figures = () => {
     const now = Date.now();
     const settled = settledNow();
@@ -80,16 +118,34 @@ export async function startProgress(
     const first = window[0]!;
     const recent = ((settled - first.settled) / Math.max(now - first.at, 1)) * 1000;
     const overall = (settled / Math.max(now - started, 1)) * 1000;
-    const eta = recent > 0 ? formatDuration(Math.max(total - settled, 0) / recent) : '?';
+    const etaSeconds = recent > 0 ? Math.max(total - settled, 0) / recent : undefined;
     const fraction = total > 0 ? Math.min(1, settled / total) : 1;
-    const tail =
-      `${formatRate(recent)}/s (10s) ${formatRate(overall)}/s overall, ETA ${eta}, ` +
+    const stall = options.telemetry ? s3Stall(options.telemetry, now) : undefined;
+    // A stall says what it waits for instead of a bare 0.0/s.
+    const s3Waiting = stall ? `S3 not answering since ${clock(stall.since)}, retrying (${stall.inFlight} requests in flight); ` : '';
+    const rates =
+      `${s3Waiting}${formatRate(recent)}/s (10s) ${formatRate(overall)}/s overall, ETA ${etaSeconds === undefined ? '?' : formatDuration(etaSeconds)}, ` +
       `failed ${read(counters, 'failed')}, conflict ${read(counters, 'conflict')}`;
-    return { settled, fraction, tail: waiting ? `${tail}; ${waiting}` : tail };
+    // Leases held by other runs, backoffs: what a lane with nothing to claim waits for.
+    const tail = waiting ? `${rates}; ${waiting}` : rates;
+    const fields = {
+      progress: true,
+      stage: options.stage ?? 'full',
+      done: settled,
+      total,
+      rate: Number(recent.toFixed(2)),
+      rate_overall: Number(overall.toFixed(2)),
+      eta_seconds: etaSeconds === undefined ? null : Math.round(etaSeconds),
+      failed: read(counters, 'failed'),
+      conflict: read(counters, 'conflict'),
+      ...(stall ? { waiting_for: 's3', s3_silent_since: new Date(stall.since).toISOString(), s3_in_flight: stall.inFlight } : {}),
+      ...(waiting ? { waiting } : {}),
+    };
+    return { settled, fraction, tail, fields };
   };
   const line = () => {
     const f = figures();
-    return `progress: ${f.settled}/${total} (${(f.fraction * 100).toFixed(1)}%) ${f.tail}`;
+    out.info(`progress: ${f.settled}/${total} (${(f.fraction * 100).toFixed(1)}%) ${f.tail}`, f.fields);
   };
   const bar = () => {
     const f = figures();
@@ -100,7 +156,7 @@ export async function startProgress(
 
   // The exchange runs on its own clock, so a slow database never delays the display.
   const publisher = setInterval(() => {
-    void exchange(db, schema, runId, counters)
+    void exchange(db, schema, runId, counters, names)
       .then((n) => {
         others = Math.max(0, n - othersAtStart);
       })
@@ -110,7 +166,7 @@ export async function startProgress(
   }, 5_000);
   const finish = async () => {
     clearInterval(publisher);
-    await exchange(db, schema, runId, counters).catch(() => 0);
+    await exchange(db, schema, runId, counters, names).catch(() => 0);
   };
   if (options.quiet) return { stop: finish };
   if (options.tty) {
@@ -123,10 +179,12 @@ export async function startProgress(
       },
     };
   }
-  const timer = setInterval(() => out.info(line()), Math.max(1, options.intervalSeconds) * 1000);
+  const timer = setInterval(line, Math.max(1, options.intervalSeconds) * 1000);
   return {
     async stop() {
       clearInterval(timer);
+      // The last line says where the run ended, as the bar's last frame does on a terminal.
+      line();
       await finish();
     },
   };

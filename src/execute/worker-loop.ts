@@ -13,12 +13,15 @@ import { COUNTER, bump, read, write } from './counters.js';
 import type { ExecuteConfig } from './execute-config.js';
 import { processBatch, type BatchContext } from './process-batch.js';
 import { stageStates } from './stage.js';
+import { attachTelemetry, instrumentS3Client, recordPgStatement } from './telemetry.js';
 
 /** What a worker thread hands to the main thread when it ends. */
 export interface WorkerResult {
   stats: RequestStats;
   /** Set when the worker stopped on an error the run cannot survive. */
   fatal?: string;
+  /** Set when that error was Postgres refusing a privilege (42501): the main thread names the grant. */
+  deniedByDatabase?: string;
 }
 
 /** The task each worker thread runs: config plus the shared counters. */
@@ -31,6 +34,8 @@ export interface WorkerTask {
   counters: Int32Array;
   /** The process's `--max-rps` bucket (`SharedRateBucket.buffer`), shared by all its threads; none without a cap. */
   rateBucket?: SharedArrayBuffer;
+  /** Request-level figures shared with the main thread (see telemetry.ts). */
+  telemetry?: BigInt64Array;
   workerIndex: number;
 }
 
@@ -43,8 +48,18 @@ export interface WorkerTask {
 export async function runWorker(task: WorkerTask): Promise<WorkerResult> {
   const { config, counters } = task;
   const stats: RequestStats = { requests: 0, retries: 0, throttles: 0 };
-  const db = createDatabase({ url: config.migrate.databaseUrl!, max: config.pipeline + 2, applicationName: 'bucket-migrate worker' });
+  attachTelemetry(task.telemetry);
+  const db = createDatabase({ url: config.migrate.databaseUrl!, max: config.pipeline + 2, applicationName: 'bucket-migrate worker', onStatement: recordPgStatement });
   const s3 = createS3Client(config.migrate.s3, { maxSockets: config.concurrency });
+  instrumentS3Client(s3);
+  // Request counts reach the main thread after every batch, not only at the end: progress and metrics read them live.
+  const flushed: RequestStats = { requests: 0, retries: 0, throttles: 0 };
+  const flushStats = () => {
+    for (const name of ['requests', 'retries', 'throttles'] as const) {
+      bump(counters, name, stats[name] - flushed[name]);
+      flushed[name] = stats[name];
+    }
+  };
   const limiter = new AdaptiveLimiter({
     maxInFlight: config.concurrency,
     minInFlight: Math.min(4, config.concurrency),
@@ -90,6 +105,7 @@ export async function runWorker(task: WorkerTask): Promise<WorkerResult> {
         throw err;
       }
       write(counters, 'inFlightLimit', limiter.limit);
+      flushStats();
     }
   };
 
@@ -108,12 +124,11 @@ export async function runWorker(task: WorkerTask): Promise<WorkerResult> {
     const failed = lanes.find((l): l is PromiseRejectedResult => l.status === 'rejected');
     if (failed) {
       const err: unknown = failed.reason;
+      if ((err as { code?: string })?.code === '42501') result.deniedByDatabase = oneLine(err);
       result.fatal = err instanceof FatalError ? err.message : (explainDbError(err) ?? `unexpected error in worker: ${oneLine(err)}`);
     }
   } finally {
-    bump(counters, 'requests', stats.requests);
-    bump(counters, 'retries', stats.retries);
-    bump(counters, 'throttles', stats.throttles);
+    flushStats();
     s3.destroy();
     await db.destroy();
   }

@@ -1,12 +1,17 @@
+import type { S3Client } from '@aws-sdk/client-s3';
+import type { Kysely } from 'kysely';
 import { describeConfig, requireDatabaseUrl, type MigrateConfig } from '../config/config.js';
 import { formatTableName } from '../config/identifiers.js';
 import { checkConnection, createDatabase } from '../db/database.js';
 import { migrateLedger } from '../db/migrate.js';
 import { inspectTable } from '../db/table-info.js';
+import { UsageError, oneLine } from '../errors.js';
+import { discardNewLedger, ledgerBefore } from '../ledger/discard-ledger.js';
 import { bindLedgerConfig } from '../ledger/ledger-config.js';
 import { countStates, finishRun, startRun } from '../ledger/runs.js';
 import { out } from '../util/output.js';
 import type { ListResult } from './list-source.js';
+import type { PathLimit } from './key-refusal.js';
 import { countOutside, outsideTotal, type OutsideRows } from './outside.js';
 import { snapshotTable, type SnapshotResult } from './snapshot.js';
 
@@ -37,57 +42,77 @@ export interface PlanResult {
 export async function plan(config: MigrateConfig, options: PlanOptions): Promise<PlanResult> {
   const url = requireDatabaseUrl(config);
   const db = createDatabase({ url, max: 2 });
+  // The AWS SDK loads with the command: `--help` and the other commands need none of it.
+  const [{ createS3Client }, { checkLocation }] = await Promise.all([import('../s3/client.js'), import('../s3/preflight.js')]);
+  const s3 = createS3Client(config.s3, { maxSockets: 4 });
   try {
+    // Every check that can refuse the command comes before the first write:
+    // a mistyped bucket must leave no schema, no ledger_config bound to it
+    // and no run row behind, so the corrected command simply works.
     await checkConnection(db, url);
     const schema = config.ledgerSchema;
     const tableInfo = await inspectTable(db, config.table, config.idColumn, config.pathColumn);
-    await migrateLedger(db, schema);
-    await bindLedgerConfig(db, config, 'plan');
-    const runId = await startRun(db, schema, options.list ? 'plan --list' : 'plan', describeConfig(config));
-    const ctx = { db, url, schema, table: config.table, idColumn: config.idColumn, pathColumn: config.pathColumn, pathLimit: tableInfo.pathLimit };
-    // The count of rows outside both prefixes reads only the table: it runs
-    // on the pool's other connection while the snapshot's reader is still
-    // scanning and sorting (the loading backend idles until the first
-    // sorted row), so it costs no wall-clock time.
-    const counting = countOutside(ctx, config.source.prefix, config.target.prefix);
-    counting.catch(() => undefined); // awaited below; a snapshot failure wins
-    const { snapshot, bulk } = await snapshotTable(ctx, config.source.prefix, config.target.prefix, runId);
-    const outside = await counting;
-    let listing: ListResult | undefined;
-    if (options.list) {
-      // The AWS SDK is loaded only for --list: a plain plan never talks to S3.
-      const [{ createS3Client }, { checkLocation }, { reconcileWithListing }] = await Promise.all([
-        import('../s3/client.js'),
-        import('../s3/preflight.js'),
-        import('./list-source.js'),
-      ]);
-      const s3 = createS3Client(config.s3, { maxSockets: 4 });
-      try {
-        await checkLocation(s3, config.source, 'SOURCE_BUCKET');
-        listing = await reconcileWithListing(
-          ctx,
-          s3,
-          { bucket: config.source.bucket, sourcePrefix: config.source.prefix, targetPrefix: config.target.prefix, orphans: options.orphans, runId, pathLimit: tableInfo.pathLimit },
-          (listed) => {
-            if (!options.json && listed % 100_000 === 0) out.info(`plan --list: ${listed} objects listed`);
-          },
-        );
-      } finally {
-        s3.destroy();
-      }
+    await checkLocation(s3, config.source, 'SOURCE_BUCKET');
+    await checkLocation(s3, config.target, 'TARGET_BUCKET');
+    const before = await ledgerBefore(db, schema);
+    let runId: number | undefined;
+    try {
+      await migrateLedger(db, schema);
+      await bindLedgerConfig(db, config, 'plan');
+      runId = await startRun(db, schema, options.list ? 'plan --list' : 'plan', describeConfig(config));
+      return await planInto(db, s3, url, config, options, runId, tableInfo.pathLimit);
+    } catch (err) {
+      // A ledger this command created is removed again; an existing one keeps what it had and the run is closed.
+      if (!before.ledger) await discardNewLedger(db, schema, before).catch(() => undefined);
+      else if (runId !== undefined) await finishRun(db, schema, runId, 'failed', err instanceof UsageError ? 2 : 1, { error: oneLine(err) }).catch(() => undefined);
+      throw err;
     }
-    // After a bulk load into the empty ledger, every key is pending or
-    // refused: no need to scan a million rows to count them.
-    const states = bulk && !listing ? bulkStates(snapshot) : await countStates(db, schema);
-    const total = Object.values(states).reduce((a, b) => a + b, 0);
-    await finishRun(db, schema, runId, 'succeeded', 0, { ...snapshot, ...(listing ? { listing } : {}), outside, total });
-    const result: PlanResult = { runId, snapshot, listing, outside, total, states };
-    if (options.json) out.result(JSON.stringify(result));
-    else printPlan(config, result);
-    return result;
   } finally {
+    s3.destroy();
     await db.destroy();
   }
+}
+
+async function planInto(
+  db: Kysely<any>,
+  s3: S3Client,
+  url: string,
+  config: MigrateConfig,
+  options: PlanOptions,
+  runId: number,
+  pathLimit: PathLimit | undefined,
+): Promise<PlanResult> {
+  const schema = config.ledgerSchema;
+  const ctx = { db, url, schema, table: config.table, idColumn: config.idColumn, pathColumn: config.pathColumn, pathLimit };
+  // The count of rows outside both prefixes reads only the table: it runs
+  // on the pool's other connection while the snapshot's reader is still
+  // scanning and sorting (the loading backend idles until the first
+  // sorted row), so it costs no wall-clock time.
+  const counting = countOutside(ctx, config.source.prefix, config.target.prefix);
+  counting.catch(() => undefined); // awaited below; a snapshot failure wins
+  const { snapshot, bulk } = await snapshotTable(ctx, config.source.prefix, config.target.prefix, runId);
+  const outside = await counting;
+  let listing: ListResult | undefined;
+  if (options.list) {
+    const { reconcileWithListing } = await import('./list-source.js');
+    listing = await reconcileWithListing(
+      ctx,
+      s3,
+      { bucket: config.source.bucket, sourcePrefix: config.source.prefix, targetPrefix: config.target.prefix, orphans: options.orphans, runId, pathLimit },
+      (listed) => {
+        if (!options.json && listed % 100_000 === 0) out.info(`plan --list: ${listed} objects listed`);
+      },
+    );
+  }
+  // After a bulk load into the empty ledger, every key is pending or
+  // refused: no need to scan a million rows to count them.
+  const states = bulk && !listing ? bulkStates(snapshot) : await countStates(db, schema);
+  const total = Object.values(states).reduce((a, b) => a + b, 0);
+  await finishRun(db, schema, runId, 'succeeded', 0, { ...snapshot, ...(listing ? { listing } : {}), outside, total });
+  const result: PlanResult = { runId, snapshot, listing, outside, total, states };
+  if (options.json) out.result(JSON.stringify(result));
+  else printPlan(config, result);
+  return result;
 }
 
 function bulkStates(snapshot: SnapshotResult): Record<string, number> {

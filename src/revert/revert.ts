@@ -21,6 +21,8 @@ import {
   requeueRevertFailed,
 } from '../ledger/state-machine.js';
 import { createS3Client } from '../s3/client.js';
+import { startMetrics, type MetricsServer } from '../execute/metrics.js';
+import { attachTelemetry, createTelemetry, instrumentS3Client, recordPgStatement } from '../execute/telemetry.js';
 import { AdaptiveLimiter } from '../s3/limiter.js';
 import { checkLocation } from '../s3/preflight.js';
 import type { RequestStats } from '../s3/retry.js';
@@ -42,6 +44,10 @@ export interface RevertConfig {
   retryFailed: boolean;
   quiet: boolean;
   processId: string;
+  /** Serve Prometheus metrics on this port while the run lasts (`--metrics-port`). */
+  metricsPort?: number;
+  /** The address it listens on (`--metrics-host`, default loopback). */
+  metricsHost?: string;
 }
 
 /**
@@ -56,7 +62,11 @@ export interface RevertConfig {
 export async function revert(config: RevertConfig): Promise<number> {
   const url = config.migrate.databaseUrl!;
   const schema = config.migrate.ledgerSchema;
-  const db = createDatabase({ url, max: 4, applicationName: 'bucket-migrate revert' });
+  // Request-level figures for --metrics-port (S3 requests, latencies, statement latency).
+  const telemetry = createTelemetry();
+  attachTelemetry(telemetry);
+  const db = createDatabase({ url, max: 4, applicationName: 'bucket-migrate revert', onStatement: recordPgStatement });
+  let metrics: MetricsServer | undefined;
   let signal: NodeJS.Signals | undefined;
   const onSignal = (sig: NodeJS.Signals) => {
     if (signal) process.exit(sig === 'SIGINT' ? 130 : 143);
@@ -66,6 +76,7 @@ export async function revert(config: RevertConfig): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const s3 = createS3Client(config.migrate.s3, { maxSockets: config.concurrency });
+  instrumentS3Client(s3);
   try {
     await checkConnection(db, url);
     if (!(await ledgerExists(db, schema))) throw new UsageError(`there is no ledger in schema ${schema}: nothing was migrated, so nothing to revert`);
@@ -74,6 +85,11 @@ export async function revert(config: RevertConfig): Promise<number> {
     const table = await inspectTable(db, config.migrate.table, config.migrate.idColumn, config.migrate.pathColumn);
     await checkLocation(s3, config.migrate.source, 'SOURCE_BUCKET');
     await checkLocation(s3, config.migrate.target, 'TARGET_BUCKET');
+    // Before the run is recorded: a port in use must not leave a run 'running'.
+    let keys: () => Record<string, number> = () => ({});
+    if (config.metricsPort !== undefined) {
+      metrics = await startMetrics({ port: config.metricsPort, host: config.metricsHost, telemetry, keys: () => keys(), command: 'revert', stage: 'revert' });
+    }
     // Refused (exit 2) while an execute runs on this ledger; nothing is changed before.
     const runId = await startRun(
       db,
@@ -88,8 +104,10 @@ export async function revert(config: RevertConfig): Promise<number> {
       },
       config.processId,
     );
+    metrics?.setRunId(runId);
     addLogFields({ run_id: runId });
     const tally: RevertTally = { rowsOnly: 0, copiedBack: 0, reverted: 0, failed: 0 };
+    keys = () => ({ reverted: tally.reverted, copiedBack: tally.copiedBack, rowsOnly: tally.rowsOnly, revertFailed: tally.failed });
     const heartbeat = startHeartbeat(db, schema, runId, () => ({ ...tally }));
     const reaper = watchGoneRuns(db, schema);
     try {
@@ -187,6 +205,7 @@ export async function revert(config: RevertConfig): Promise<number> {
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    await metrics?.stop();
     s3.destroy();
     await db.destroy();
   }

@@ -24,6 +24,7 @@ export function createS3Client(config: S3Config, options: S3ClientOptions): S3Cl
   const agentOptions = { keepAlive: true, maxSockets: options.maxSockets, maxFreeSockets: options.maxSockets };
   return new S3Client({
     endpoint: config.endpoint,
+    profile: config.profile,
     region: config.region,
     forcePathStyle: config.forcePathStyle,
     maxAttempts: 1,

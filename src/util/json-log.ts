@@ -26,3 +26,20 @@ export function addLogFields(fields: Record<string, unknown>): void {
 export function jsonLogger(): Logger | undefined {
   return logger;
 }
+
+/**
+ * Turns JSON logs on before the command line is parsed when it asks for
+ * them (`--log-format json` or `--log-format=json`), so that even a
+ * rejected flag or a bad setting is reported as a JSON line: with JSON logs
+ * stderr carries nothing else. Returns whether it did.
+ */
+export function enableJsonLogsFromArgv(argv: string[]): boolean {
+  const args = argv.slice(2);
+  const at = args.findIndex((a) => a === '--log-format' || a.startsWith('--log-format='));
+  if (at === -1) return false;
+  const value = args[at]!.includes('=') ? args[at]!.split('=')[1] : args[at + 1];
+  if (value !== 'json') return false;
+  const command = args.find((a) => !a.startsWith('-'));
+  enableJsonLogs({ command: command ?? null });
+  return true;
+}

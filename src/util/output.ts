@@ -11,10 +11,14 @@ export const out = {
   result(line: string): void {
     process.stdout.write(`${redact(line)}\n`);
   },
-  /** Progress and notes (stderr), so stdout stays parseable. */
-  info(line: string): void {
+  /**
+   * Progress and notes (stderr), so stdout stays parseable. `fields` are
+   * added to the JSON line with `--log-format json` (numbers a log shipper
+   * can graph) and ignored in text.
+   */
+  info(line: string, fields?: Record<string, unknown>): void {
     const json = jsonLogger();
-    if (json) return void json.info(redact(line));
+    if (json) return void (fields ? json.info(fields, redact(line)) : json.info(redact(line)));
     process.stderr.write(`${redact(line)}\n`);
   },
   /** An error line (stderr). */
@@ -38,4 +42,15 @@ export function formatDuration(seconds: number): string {
   const m = Math.floor((seconds % 3600) / 60);
   const s = Math.floor(seconds % 60);
   return h > 0 ? `${h}h${String(m).padStart(2, '0')}m${String(s).padStart(2, '0')}s` : `${m}m${String(s).padStart(2, '0')}s`;
+}
+
+/** A byte count as people write it: 5GiB, 256MiB, 1.5KiB, 100B. */
+export function formatSize(bytes: number): string {
+  for (const [unit, size] of [['TiB', 1024 ** 4], ['GiB', 1024 ** 3], ['MiB', 1024 ** 2], ['KiB', 1024]] as const) {
+    if (bytes >= size) {
+      const n = bytes / size;
+      return `${Number.isInteger(n) ? n : n.toFixed(1)}${unit}`;
+    }
+  }
+  return `${bytes}B`;
 }
