@@ -45,7 +45,8 @@ function readmeTable(): Map<string, Map<string, string>> {
       header = row;
       continue;
     }
-    const name = /\(`(\w+)`\)/.exec(row[0] ?? '')?.[1];
+    // The last `(`name`)` in the cell: a description may hold others (`AES256`).
+    const name = [...(row[0] ?? '').matchAll(/\(`(\w+)`\)/g)].at(-1)?.[1];
     if (!name || !(CAPABILITY_NAMES as readonly string[]).includes(name)) continue;
     table.set(name, new Map(header.slice(1).map((h, i) => [h, row[i + 1] ?? ''])));
   }
