@@ -18,6 +18,14 @@ import { FatalError, UsageError, explainDbError, oneLine } from './errors.js';
 import { enableJsonLogsFromArgv, jsonLogger } from './util/json-log.js';
 import { out } from './util/output.js';
 
+// The AWS SDK warns in eight lines, on Node < 22, that its 2027 releases need
+// Node 22; one line of ours replaces it, and only for a person at a terminal
+// (logs and pipes stay machine-readable). Set before any S3 client exists.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+if (Number(process.versions.node.split('.')[0]) < 22 && process.stderr.isTTY) {
+  process.stderr.write(`note: Node ${process.versions.node} is out of support; the AWS SDK needs Node >= 22 from January 2027\n`);
+}
+
 // Values already in the environment win over .env, and flags win over both.
 dotenv.config({ quiet: true });
 

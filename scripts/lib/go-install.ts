@@ -24,6 +24,15 @@ export interface GoInstallConfig {
   failure: (reason: string) => string;
 }
 
+/**
+ * The directory Go-built server binaries are cached in (MinIO, mc,
+ * versitygw): `${XDG_CACHE_HOME:-~/.cache}/bucket-migrate/bin`.
+ */
+export function binCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  const cacheHome = env.XDG_CACHE_HOME || path.join(env.HOME || os.homedir(), '.cache');
+  return path.join(cacheHome, 'bucket-migrate', 'bin');
+}
+
 /** Longer than any build could take: a lock this old is abandoned. */
 const LOCK_STALE_MS = 30 * 60_000;
 const LOCK_POLL_MS = 1_000;

@@ -7,10 +7,16 @@ import os from 'node:os';
 import path from 'node:path';
 import { guardChild, type ChildGuard } from './child-reaper.js';
 import { freePort } from './free-port.js';
-import { findOnPath, goInstall, isExecutable } from './go-install.js';
+import { binCacheDir, findOnPath, goInstall, isExecutable } from './go-install.js';
+import { startVersitygw } from './local-versitygw.js';
 
 /** Where the S3 server in use came from. */
-export type S3Kind = 'configured' | 'minio';
+export type S3Kind = 'configured' | TestS3Server;
+
+/** The S3 servers the tests can start themselves, chosen by `TEST_S3_SERVER`. */
+export type TestS3Server = 'minio' | 'versitygw';
+
+const TEST_S3_SERVERS: readonly TestS3Server[] = ['minio', 'versitygw'];
 
 /** An S3-compatible server to run against, with the credentials to use it. */
 export interface LocalS3 {
@@ -19,23 +25,23 @@ export interface LocalS3 {
   secretAccessKey: string;
   region: string;
   kind: S3Kind;
-  /** Temp dir holding MinIO's storage (`data/`) and its log (`minio.log`). */
+  /** Temp dir holding the server's storage (`data/`) and its log. */
   dataDir?: string;
-  /** The running MinIO process; a new one after `restart()`. */
+  /** The running server process; a new one after `restart()`. */
   process?: ChildProcess;
   /** Stops the server if we started it and deletes its data; a no-op otherwise. */
   stop(): Promise<void>;
-  /** Freezes MinIO (SIGSTOP): requests hang instead of failing, like a stalled network. */
+  /** Freezes the server (SIGSTOP): requests hang instead of failing, like a stalled network. */
   pause?(): void;
   /** Undoes {@link LocalS3.pause}. */
   resume?(): void;
-  /** Stops and starts MinIO on the same port and data dir; objects survive. */
+  /** Stops and starts the server on the same port and data dir; objects survive. */
   restart?(): Promise<void>;
 }
 
 /** Options for {@link startS3} and {@link ensureMinioBinary}. */
 export interface StartS3Options {
-  /** Environment to read `S3_ENDPOINT`, `AWS_*`, `MINIO_BIN`, `PATH`, `XDG_CACHE_HOME`, `HOME` from. */
+  /** Environment to read `S3_ENDPOINT`, `AWS_*`, `TEST_S3_SERVER`, `MINIO_BIN`, `VERSITYGW_BIN`, `PATH`, `XDG_CACHE_HOME`, `HOME` from. */
   env?: NodeJS.ProcessEnv;
   /** Receives one human-readable line per decision or failure. */
   log?: (line: string) => void;
@@ -54,9 +60,10 @@ const DEFAULT_REGION = 'us-east-1';
 /**
  * Finds or starts an S3 server: `S3_ENDPOINT` with `AWS_ACCESS_KEY_ID` /
  * `AWS_SECRET_ACCESS_KEY` if set (kind `configured`), otherwise a private
- * MinIO on a free loopback port with a fresh temp data dir and random root
- * credentials (kind `minio`), built first if necessary (see
- * {@link ensureMinioBinary}).
+ * server on a free loopback port with a fresh temp data dir and random root
+ * credentials, built first if necessary: MinIO (kind `minio`, see
+ * {@link ensureMinioBinary}) unless `TEST_S3_SERVER=versitygw` asks for
+ * versitygw (see `startVersitygw`).
  */
 export async function startS3(opts: StartS3Options = {}): Promise<LocalS3> {
   const env = opts.env ?? process.env;
@@ -65,8 +72,16 @@ export async function startS3(opts: StartS3Options = {}): Promise<LocalS3> {
     log(`s3: using S3_ENDPOINT ${env.S3_ENDPOINT}`);
     return configuredS3(env);
   }
+  if (testS3Server(env) === 'versitygw') return startVersitygw(opts);
   const binary = await ensureMinioBinary(opts);
   return startMinio(binary, log);
+}
+
+/** The server `TEST_S3_SERVER` names (default `minio`); anything else is refused in one line. */
+export function testS3Server(env: NodeJS.ProcessEnv = process.env): TestS3Server {
+  const name = (env.TEST_S3_SERVER ?? '').trim().toLowerCase() || 'minio';
+  if ((TEST_S3_SERVERS as readonly string[]).includes(name)) return name as TestS3Server;
+  throw new Error(`TEST_S3_SERVER=${env.TEST_S3_SERVER} is not a server the tests can start; use ${TEST_S3_SERVERS.join(' or ')}`);
 }
 
 function configuredS3(env: NodeJS.ProcessEnv): LocalS3 {
@@ -89,8 +104,7 @@ function configuredS3(env: NodeJS.ProcessEnv): LocalS3 {
 
 /** The directory the MinIO binary is built into: `${XDG_CACHE_HOME:-~/.cache}/bucket-migrate/bin`. */
 export function minioCacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  const cacheHome = env.XDG_CACHE_HOME || path.join(env.HOME || os.homedir(), '.cache');
-  return path.join(cacheHome, 'bucket-migrate', 'bin');
+  return binCacheDir(env);
 }
 
 /**

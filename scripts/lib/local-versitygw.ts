@@ -1,0 +1,247 @@
+/**
+ * versitygw (Versity S3 Gateway) as a second, independent S3 server for the
+ * tests: an S3 front end over a POSIX directory, with a code base of its own
+ * (not a MinIO fork), so behaviour the tool relies on is checked on two
+ * implementations.
+ *
+ * Found as `VERSITYGW_BIN`, else in the cache dir beside MinIO
+ * (`${XDG_CACHE_HOME:-~/.cache}/bucket-migrate/bin/versitygw`), else built
+ * there with `go install` at a pinned release (about 5 minutes cold).
+ *
+ * The posix backend keeps user metadata, tags, content headers and ETags in
+ * `user.*` extended attributes of each object's file, so its data dir must be
+ * on a filesystem with user xattrs (ext4, xfs, btrfs, tmpfs since Linux 6.6).
+ * The data dir is made under `VERSITYGW_DATA_PARENT` if set, else the OS temp
+ * dir. versitygw itself tests the root at start-up and refuses it without
+ * xattrs; that is reported in one line naming `VERSITYGW_DATA_PARENT`.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { guardChild, type ChildGuard } from './child-reaper.js';
+import { freePort } from './free-port.js';
+import { binCacheDir, goInstall, isExecutable } from './go-install.js';
+import type { LocalS3, StartS3Options } from './local-minio.js';
+
+/** The versitygw release the tests run against. */
+export const VERSITYGW_MODULE = 'github.com/versity/versitygw/cmd/versitygw@v1.8.0';
+
+const HEALTH_PATH = '/health';
+const HEALTH_TIMEOUT_MS = 30_000;
+const STOP_GRACE_MS = 5_000;
+const REGION = 'us-east-1';
+
+/**
+ * Returns the path of a versitygw binary: `VERSITYGW_BIN`, else the cache
+ * dir's, else one built there with `go install` (under a lock, so parallel
+ * test files build it once). `versitygw` on PATH is not used: the tests
+ * measure one pinned release, and a PATH binary could be any version.
+ */
+export async function ensureVersitygwBinary(opts: StartS3Options = {}): Promise<string> {
+  const env = opts.env ?? process.env;
+  const log = opts.log ?? (() => undefined);
+  if (env.VERSITYGW_BIN) {
+    if (await isExecutable(env.VERSITYGW_BIN)) return env.VERSITYGW_BIN;
+    throw new Error(`VERSITYGW_BIN=${env.VERSITYGW_BIN} is not an executable file`);
+  }
+  return goInstall({
+    module: VERSITYGW_MODULE,
+    binary: 'versitygw',
+    cacheDir: binCacheDir(env),
+    env,
+    log: (line) => log(`s3: ${line}`),
+    failure: (reason) =>
+      `no versitygw binary and ${reason}; install Go, or set VERSITYGW_BIN to a versitygw binary, or leave TEST_S3_SERVER unset to use MinIO`,
+  });
+}
+
+interface VersitygwLayout {
+  binary: string;
+  /** Temp dir holding the gateway root (`data/`) and its log (`versitygw.log`). */
+  dataDir: string;
+  rootDir: string;
+  logFile: string;
+  port: number;
+  accessKeyId: string;
+  secretAccessKey: string;
+}
+
+interface RunningVersitygw {
+  child: ChildProcess;
+  guard: ChildGuard;
+  exited: Promise<void>;
+}
+
+/**
+ * Starts a private versitygw (posix backend) on a free loopback port, with a
+ * fresh data dir and random root credentials, building the binary first if
+ * needed. The handle has the same shape as a MinIO one (pause, resume and
+ * restart included), so every test can run against either.
+ */
+export async function startVersitygw(opts: StartS3Options = {}): Promise<LocalS3> {
+  const env = opts.env ?? process.env;
+  const log = opts.log ?? (() => undefined);
+  const binary = await ensureVersitygwBinary(opts);
+  const parent = env.VERSITYGW_DATA_PARENT || os.tmpdir();
+  const dataDir = await fsp.mkdtemp(path.join(parent, 'bm-versitygw-'));
+  const layout: VersitygwLayout = {
+    binary,
+    dataDir,
+    rootDir: path.join(dataDir, 'data'),
+    logFile: path.join(dataDir, 'versitygw.log'),
+    port: await freePort(),
+    accessKeyId: `bm${crypto.randomBytes(6).toString('hex')}`,
+    secretAccessKey: crypto.randomBytes(20).toString('hex'),
+  };
+  const startedAt = Date.now();
+  let running: RunningVersitygw;
+  try {
+    await fsp.mkdir(layout.rootDir, { recursive: true });
+    running = await launch(layout);
+  } catch (error) {
+    await fsp.rm(dataDir, { recursive: true, force: true });
+    throw error;
+  }
+  log(`s3: versitygw on 127.0.0.1:${layout.port} ready in ${Date.now() - startedAt} ms (${dataDir})`);
+  return handle(layout, running);
+}
+
+function launchArgs(layout: VersitygwLayout): string[] {
+  return [
+    '--port', `127.0.0.1:${layout.port}`,
+    '--health', HEALTH_PATH,
+    '--region', REGION,
+    // One line per request on stdout otherwise: megabytes per test file.
+    '--quiet',
+    'posix',
+    layout.rootDir,
+  ];
+}
+
+async function launch(layout: VersitygwLayout): Promise<RunningVersitygw> {
+  const fd = fs.openSync(layout.logFile, 'a');
+  let child: ChildProcess;
+  try {
+    child = spawn(layout.binary, launchArgs(layout), {
+      // Credentials through the environment, not argv, where `ps` shows them.
+      env: {
+        PATH: process.env.PATH,
+        HOME: layout.dataDir,
+        ROOT_ACCESS_KEY: layout.accessKeyId,
+        ROOT_SECRET_KEY: layout.secretAccessKey,
+      },
+      stdio: ['ignore', fd, fd],
+    });
+  } finally {
+    fs.closeSync(fd);
+  }
+  const guard = guardChild(child, { dir: layout.dataDir, signal: 'SIGKILL' });
+  const exited = new Promise<void>((resolve) => {
+    child.once('exit', () => resolve());
+    child.once('error', () => child.pid === undefined && resolve());
+  });
+  const running: RunningVersitygw = { child, guard, exited };
+  try {
+    await waitHealthy(layout, child);
+  } catch (error) {
+    await terminate(running);
+    throw error;
+  }
+  return running;
+}
+
+function handle(layout: VersitygwLayout, first: RunningVersitygw): LocalS3 {
+  let current: RunningVersitygw | undefined = first;
+  let stopping: Promise<void> | undefined;
+  return {
+    endpoint: `http://127.0.0.1:${layout.port}`,
+    accessKeyId: layout.accessKeyId,
+    secretAccessKey: layout.secretAccessKey,
+    region: REGION,
+    kind: 'versitygw',
+    dataDir: layout.dataDir,
+    get process() {
+      return current?.child;
+    },
+    pause() {
+      current?.child.kill('SIGSTOP');
+    },
+    resume() {
+      current?.child.kill('SIGCONT');
+    },
+    async restart() {
+      if (stopping) throw new Error('versitygw was stopped; it cannot be restarted');
+      if (current) await terminate(current);
+      current = undefined;
+      current = await launch(layout);
+    },
+    stop() {
+      stopping ??= (async () => {
+        if (current) await terminate(current);
+        current = undefined;
+        await fsp.rm(layout.dataDir, { recursive: true, force: true, maxRetries: 3 });
+      })();
+      return stopping;
+    },
+  };
+}
+
+async function waitHealthy(layout: VersitygwLayout, child: ChildProcess): Promise<void> {
+  const deadline = Date.now() + HEALTH_TIMEOUT_MS;
+  let spawnError: Error | undefined;
+  child.once('error', (error) => (spawnError = error));
+  for (;;) {
+    if (spawnError) throw new Error(`versitygw failed to start: ${spawnError.message}`);
+    if (child.exitCode !== null || child.signalCode !== null) {
+      const log = await logTail(layout.logFile);
+      if (/xattrs are not supported/.test(log)) {
+        throw new Error(
+          `versitygw needs user extended attributes, which ${path.dirname(layout.dataDir)} does not support; ` +
+            `set VERSITYGW_DATA_PARENT to a directory on ext4, xfs or btrfs`,
+        );
+      }
+      throw new Error(`versitygw exited at start-up (${child.exitCode ?? child.signalCode}); log:\n${log}`);
+    }
+    if (await healthy(layout.port)) return;
+    if (Date.now() > deadline) {
+      throw new Error(`versitygw not healthy after ${HEALTH_TIMEOUT_MS} ms; log:\n${await logTail(layout.logFile)}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+function healthy(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const request = http.get({ host: '127.0.0.1', port, path: HEALTH_PATH, agent: false, timeout: 1_000 }, (response) => {
+      response.resume();
+      resolve(response.statusCode === 200);
+    });
+    request.once('timeout', () => request.destroy());
+    request.once('error', () => resolve(false));
+  });
+}
+
+async function logTail(file: string, bytes = 4_096): Promise<string> {
+  try {
+    return (await fsp.readFile(file, 'utf8')).slice(-bytes);
+  } catch {
+    return '(no log)';
+  }
+}
+
+/** SIGTERM, then SIGKILL after a grace period; a paused child gets SIGCONT so it can see the SIGTERM. */
+async function terminate(running: RunningVersitygw): Promise<void> {
+  const { child, guard, exited } = running;
+  if (child.exitCode === null && child.signalCode === null) {
+    child.kill('SIGCONT');
+    child.kill('SIGTERM');
+    const killer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
+    await exited;
+    clearTimeout(killer);
+  }
+  guard.release();
+}

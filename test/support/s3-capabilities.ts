@@ -1,0 +1,180 @@
+/**
+ * Measures, on a live S3 server, the behaviours the tool's safety depends on
+ * and that S3-compatible servers are known to differ in. Each probe writes a
+ * known object, tries the operation, and reads back what really happened:
+ * the server's answer alone is not trusted (a 200 to a conditional write
+ * proves nothing until the bytes are read back).
+ */
+import {
+  CompleteMultipartUploadCommand,
+  CopyObjectCommand,
+  CreateMultipartUploadCommand,
+  GetObjectTaggingCommand,
+  HeadObjectCommand,
+  UploadPartCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import { getBytes, putObject } from '../helpers/services.js';
+
+/**
+ * What a conditional write (`If-None-Match: *`) onto an existing key did:
+ * `honoured` (412, the old object intact), `ignored` (accepted, the old
+ * object replaced), or `refused` (another error, e.g. 501; the old object
+ * intact).
+ */
+export type ConditionalOutcome = 'honoured' | 'ignored' | 'refused';
+
+/** What keeping an attribute through PUT and CopyObject did. */
+export type KeptOutcome = 'kept' | 'lost' | 'refused';
+
+/** The measured behaviours of one server. */
+export interface S3Capabilities {
+  /** `If-None-Match: *` on PutObject. */
+  putIfNoneMatch: ConditionalOutcome;
+  /** `If-None-Match: *` on CopyObject. */
+  copyIfNoneMatch: ConditionalOutcome;
+  /** `If-None-Match: *` on CompleteMultipartUpload. */
+  completeIfNoneMatch: ConditionalOutcome;
+  /** User metadata on PutObject, then through CopyObject (directive COPY). */
+  userMetadata: KeptOutcome;
+  /** Tags on PutObject (`x-amz-tagging`), then through CopyObject (tagging directive COPY). */
+  tagging: KeptOutcome;
+  /** Tags given to CreateMultipartUpload, as the tool's multipart copy does. */
+  multipartTagging: KeptOutcome;
+  /** SSE-S3 (`AES256`) on PutObject: `kept` means HEAD reports it back. */
+  sseS3: KeptOutcome;
+}
+
+/** The capabilities in a fixed order, for the README table and the test's output. */
+export const CAPABILITY_NAMES: ReadonlyArray<keyof S3Capabilities> = [
+  'putIfNoneMatch',
+  'copyIfNoneMatch',
+  'completeIfNoneMatch',
+  'userMetadata',
+  'tagging',
+  'multipartTagging',
+  'sseS3',
+];
+
+/** Runs every probe in `bucket` under `prefix` (the keys are left behind for the caller's cleanup). */
+export async function measureCapabilities(client: S3Client, bucket: string, prefix: string): Promise<S3Capabilities> {
+  return {
+    putIfNoneMatch: await probePutIfNoneMatch(client, bucket, `${prefix}put-inm`),
+    copyIfNoneMatch: await probeCopyIfNoneMatch(client, bucket, `${prefix}copy-inm`),
+    completeIfNoneMatch: await probeCompleteIfNoneMatch(client, bucket, `${prefix}complete-inm`),
+    userMetadata: await probeUserMetadata(client, bucket, `${prefix}metadata`),
+    tagging: await probeTagging(client, bucket, `${prefix}tagging`),
+    multipartTagging: await probeMultipartTagging(client, bucket, `${prefix}mp-tagging`),
+    sseS3: await probeSseS3(client, bucket, `${prefix}sse-s3`),
+  };
+}
+
+const OLD = Buffer.from('the object that was there first');
+const NEW = Buffer.from('a conditional write that should not have landed');
+
+async function conditionalOutcome(client: S3Client, bucket: string, key: string, write: () => Promise<unknown>): Promise<ConditionalOutcome> {
+  await putObject(client, bucket, key, OLD);
+  let status: number | undefined;
+  try {
+    await write();
+  } catch (error) {
+    status = (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode ?? -1;
+  }
+  const now = await getBytes(client, bucket, key);
+  if (now?.equals(OLD)) return status === 412 ? 'honoured' : 'refused';
+  if (status === undefined) return 'ignored';
+  throw new Error(`${key}: the write failed (HTTP ${status}) yet the object changed`);
+}
+
+function probePutIfNoneMatch(client: S3Client, bucket: string, key: string): Promise<ConditionalOutcome> {
+  return conditionalOutcome(client, bucket, key, () => putObject(client, bucket, key, NEW, { IfNoneMatch: '*' }));
+}
+
+async function probeCopyIfNoneMatch(client: S3Client, bucket: string, key: string): Promise<ConditionalOutcome> {
+  await putObject(client, bucket, `${key}.source`, NEW);
+  return conditionalOutcome(client, bucket, key, () =>
+    client.send(new CopyObjectCommand({ Bucket: bucket, Key: key, CopySource: `${bucket}/${key}.source`, IfNoneMatch: '*' })),
+  );
+}
+
+async function probeCompleteIfNoneMatch(client: S3Client, bucket: string, key: string): Promise<ConditionalOutcome> {
+  return conditionalOutcome(client, bucket, key, async () => {
+    const created = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }));
+    // One part: the last (here the only) part may be smaller than 5 MiB.
+    const part = await client.send(
+      new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: created.UploadId, PartNumber: 1, Body: NEW, ContentLength: NEW.length }),
+    );
+    await client.send(
+      new CompleteMultipartUploadCommand({
+        Bucket: bucket,
+        Key: key,
+        UploadId: created.UploadId,
+        MultipartUpload: { Parts: [{ PartNumber: 1, ETag: part.ETag }] },
+        IfNoneMatch: '*',
+      }),
+    );
+  });
+}
+
+/** Runs `attempt`; a thrown error means the server refused the attribute. */
+async function keptOutcome(attempt: () => Promise<boolean>): Promise<KeptOutcome> {
+  try {
+    return (await attempt()) ? 'kept' : 'lost';
+  } catch (error) {
+    const status = (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+    if (status !== undefined && status >= 400 && status < 600) return 'refused';
+    throw error;
+  }
+}
+
+function probeUserMetadata(client: S3Client, bucket: string, key: string): Promise<KeptOutcome> {
+  return keptOutcome(async () => {
+    const metadata = { owner: 'user-42', 'uploaded-by': 'mobile app' };
+    await putObject(client, bucket, key, OLD, { Metadata: metadata });
+    await client.send(new CopyObjectCommand({ Bucket: bucket, Key: `${key}.copy`, CopySource: `${bucket}/${key}` }));
+    const copy = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: `${key}.copy` }));
+    return JSON.stringify(copy.Metadata ?? {}) === JSON.stringify(metadata);
+  });
+}
+
+async function sortedTags(client: S3Client, bucket: string, key: string): Promise<string> {
+  const result = await client.send(new GetObjectTaggingCommand({ Bucket: bucket, Key: key }));
+  return (result.TagSet ?? []).map((tag) => `${tag.Key}=${tag.Value}`).sort().join('&');
+}
+
+const TAGGING = 'retention=7%20years&team=growth';
+const TAGS = 'retention=7 years&team=growth';
+
+function probeTagging(client: S3Client, bucket: string, key: string): Promise<KeptOutcome> {
+  return keptOutcome(async () => {
+    await putObject(client, bucket, key, OLD, { Tagging: TAGGING });
+    await client.send(new CopyObjectCommand({ Bucket: bucket, Key: `${key}.copy`, CopySource: `${bucket}/${key}`, TaggingDirective: 'COPY' }));
+    return (await sortedTags(client, bucket, key)) === TAGS && (await sortedTags(client, bucket, `${key}.copy`)) === TAGS;
+  });
+}
+
+function probeMultipartTagging(client: S3Client, bucket: string, key: string): Promise<KeptOutcome> {
+  return keptOutcome(async () => {
+    const created = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, Tagging: TAGGING }));
+    const part = await client.send(
+      new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: created.UploadId, PartNumber: 1, Body: OLD, ContentLength: OLD.length }),
+    );
+    await client.send(
+      new CompleteMultipartUploadCommand({
+        Bucket: bucket,
+        Key: key,
+        UploadId: created.UploadId,
+        MultipartUpload: { Parts: [{ PartNumber: 1, ETag: part.ETag }] },
+      }),
+    );
+    return (await sortedTags(client, bucket, key)) === TAGS;
+  });
+}
+
+function probeSseS3(client: S3Client, bucket: string, key: string): Promise<KeptOutcome> {
+  return keptOutcome(async () => {
+    await putObject(client, bucket, key, OLD, { ServerSideEncryption: 'AES256' });
+    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+    return head.ServerSideEncryption === 'AES256';
+  });
+}
