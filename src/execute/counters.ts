@@ -22,6 +22,8 @@ export const COUNTER = {
   archived: 14,
   /** Keys sent back to be committed again: rows added since the plan still named them. */
   requeued: 15,
+  /** Rows the index guard moved to the copy after their source was deleted (its remaining window). */
+  repaired: 16,
 } as const;
 
 export type CounterName = keyof typeof COUNTER;
