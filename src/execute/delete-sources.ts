@@ -26,7 +26,8 @@ export interface DeleteFence {
 /** The S3 request timeout of a destructive request is at most this (the client's default request timeout). */
 const MAX_DESTRUCTIVE_TIMEOUT_MS = 60_000;
 
-class LeaseTooShort extends Error {
+/** Thrown instead of sending a destructive request the lease leaves no room for. */
+export class LeaseTooShort extends Error {
   // A 409-like status makes sendWithRetry treat it as permanent: not retried.
   readonly $metadata = { httpStatusCode: 409 };
   constructor() {

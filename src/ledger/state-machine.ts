@@ -420,33 +420,40 @@ export async function markDone(ctx: LedgerContext, ids: number[]): Promise<numbe
 }
 
 /**
- * `index` guard only, after the delete: rows that name a deleted source
+ * `index` guard only, after the delete: rows that name a deleted object
  * (written by a transaction that began after the fence and committed
- * between the check and the delete) are moved to the destination, which
- * exists, by compare-and-set, and recorded in `rows_updated`. The keys are
- * `done` (no state change); returns the number of rows repaired.
+ * between the check and the delete) are moved to the key's other side,
+ * which exists, by compare-and-set, in the spellings an index finds. For
+ * `source` (execute) the keys are `done` and rows go to the destination
+ * (recorded in `rows_updated`); for `target` (revert) the keys are
+ * `reverted` and rows go back to the source (recorded in `rows_reverted`).
+ * No state changes; returns the number of rows repaired.
  */
-export async function repairAfterDelete(ctx: LedgerContext, ids: number[]): Promise<number> {
+export async function repairAfterDelete(ctx: LedgerContext, ids: number[], side: 'source' | 'target' = 'source'): Promise<number> {
   if (ids.length === 0) return 0;
-  const loc = ctx.locations?.source;
+  const loc = ctx.locations?.[side];
   if (!loc) throw new Error('repairAfterDelete needs ctx.locations');
   const t = appTable(ctx);
   const idCol = sql.id(ctx.idColumn);
   const pathCol = sql.id(ctx.pathColumn);
+  const [gone, kept, state, record] =
+    side === 'source'
+      ? [sql`src_key`, sql`dst_key`, 'done', sql`rows_updated`]
+      : [sql`dst_key`, sql`src_key`, 'reverted', sql`rows_reverted`];
   const result = await sql<{ n: number }>`
     with keys as (
-      select id, src_key, dst_key from ${ledger(ctx)} where id = any(${ids}::bigint[]) and state = 'done'
+      select id, ${gone} as gone, ${kept} as kept from ${ledger(ctx)} where id = any(${ids}::bigint[]) and state = ${state}
     ),
     moved as (
       update ${t} as t
-      set ${pathCol} = keys.dst_key
+      set ${pathCol} = keys.kept
       from keys
-      where t.${pathCol} = any(array[keys.src_key, '/' || keys.src_key, ${`s3://${loc.bucket}/`} || keys.src_key])
+      where t.${pathCol} = any(array[keys.gone, '/' || keys.gone, ${`s3://${loc.bucket}/`} || keys.gone])
       returning keys.id, t.${idCol}::text as row_id
     ),
     recorded as (
       update ${ledger(ctx)} as l
-      set rows_updated = array(select distinct x from unnest(coalesce(l.rows_updated, '{}') || m.row_ids) as x order by x),
+      set ${record} = array(select distinct x from unnest(coalesce(l.${record}, '{}') || m.row_ids) as x order by x),
           updated_at = now()
       from (select id, array_agg(row_id) as row_ids from moved group by id) as m
       where l.id = m.id

@@ -6,6 +6,9 @@ import { migrateLedger } from '../db/migrate.js';
 import { withDbRetry } from '../db/retry.js';
 import { inspectTable } from '../db/table-info.js';
 import { UsageError } from '../errors.js';
+import { sql } from 'kysely';
+import { LeaseClock } from '../execute/process-batch.js';
+import { chooseGuard, describeGuard, guardStatus, type GuardMode } from '../guard/guard.js';
 import type { ExecuteConfig } from '../execute/execute-config.js';
 import { bindLedgerConfig, ledgerExists } from '../ledger/ledger-config.js';
 import { countStates, finishRun, runOutcome, startRun } from '../ledger/runs.js';
@@ -16,7 +19,7 @@ import {
   hasRevertable,
   listRevertFailed,
   releaseRevertLeases,
-  renewLeases,
+  renewBatchLeases,
   requeueRevertFailed,
 } from '../ledger/state-machine.js';
 import { createS3Client } from '../s3/client.js';
@@ -40,6 +43,8 @@ export interface RevertConfig {
   limit: number;
   retryFailed: boolean;
   quiet: boolean;
+  /** `--delete-unguarded`: delete target copies even without a guard (trigger or index). */
+  deleteUnguarded?: boolean;
   processId: string;
 }
 
@@ -74,6 +79,18 @@ export async function revert(config: RevertConfig): Promise<number> {
     await checkLocation(s3, config.migrate.source, 'SOURCE_BUCKET');
     await checkLocation(s3, config.migrate.target, 'TARGET_BUCKET');
     await ensureRevertIndex({ db, schema });
+    // The guard for the target deletes (src/guard/guard.ts). A revert that
+    // deletes no target (every key still has its source) needs none.
+    const guarding = await guardStatus(db, config.migrate, table.hasPathIndex);
+    const deletesTargets = (
+      await sql<{ found: boolean }>`
+        select exists (select 1 from ${sql.id(schema, 'migration_ledger')} where state in ('done', 'deleting', 'reverting')) as found
+      `.execute(db)
+    ).rows[0]?.found === true;
+    const guard: GuardMode = deletesTargets
+      ? chooseGuard(guarding, config.migrate, 'revert', config.deleteUnguarded === true)
+      : guarding.triggerCovered ? 'trigger' : guarding.hasPathIndex ? 'index' : 'none';
+    if (!config.quiet || deletesTargets) out.info(describeGuard(guard, config.migrate));
     if (config.retryFailed) out.info(`re-queued ${await requeueRevertFailed({ db, schema })} keys revert had given up on`);
 
     const runId = await startRun(db, schema, 'revert', {
@@ -94,6 +111,8 @@ export async function revert(config: RevertConfig): Promise<number> {
       pathColumn: config.migrate.pathColumn,
       idCast: table.idCast,
       me: `${config.processId}/revert`,
+      guard,
+      locations: { source: config.migrate.source, target: config.migrate.target },
     };
     // The copy back is execute's copy with source and target swapped.
     const back: ExecuteConfig = {
@@ -114,7 +133,7 @@ export async function revert(config: RevertConfig): Promise<number> {
       processId: config.processId,
     };
     const ctx = { ledger, back: { s3, limiter, stats, config: back }, maxAttempts: config.maxAttempts, backoffSeconds: config.backoffSeconds };
-    const tally: RevertTally = { rowsOnly: 0, copiedBack: 0, reverted: 0, failed: 0 };
+    const tally: RevertTally = { rowsOnly: 0, copiedBack: 0, reverted: 0, failed: 0, rowsMovedBackLate: 0, repaired: 0 };
     const started = Date.now();
     let lastProgress = started;
     let claimed = 0;
@@ -124,6 +143,7 @@ export async function revert(config: RevertConfig): Promise<number> {
       while (!signal) {
         const want = config.limit > 0 ? Math.min(config.batchSize, config.limit - claimed) : config.batchSize;
         if (want <= 0) break;
+        const claimedAt = Date.now();
         const rows = await withDbRetry(() => claimRevert(ledger, want, config.leaseSeconds, config.maxAttempts));
         claimed += rows.length;
         if (rows.length === 0) {
@@ -132,11 +152,20 @@ export async function revert(config: RevertConfig): Promise<number> {
           continue;
         }
         const ids = rows.map((r) => r.id);
+        // The lease as this process sees it (see LeaseClock): a renewal that
+        // finds a key taken stops the batch's destructive steps.
+        const lease = new LeaseClock(claimedAt, config.leaseSeconds);
         const heartbeat = setInterval(() => {
-          void withDbRetry(() => renewLeases(ledger, ids, config.leaseSeconds)).catch(() => undefined);
+          const sentAt = Date.now();
+          void withDbRetry(() => renewBatchLeases(ledger, ids, config.leaseSeconds))
+            .then((renewed) => {
+              if (renewed.lost > 0) lease.lost = true;
+              else lease.renewedAt(sentAt);
+            })
+            .catch(() => undefined);
         }, Math.max(1_000, (config.leaseSeconds * 1000) / 3));
         try {
-          await revertBatch(ctx, rows, tally);
+          await revertBatch(ctx, rows, tally, lease);
         } catch (err) {
           await releaseRevertLeases(ledger, ids).catch(() => undefined);
           throw err;
@@ -158,6 +187,8 @@ export async function revert(config: RevertConfig): Promise<number> {
       `revert: ${tally.reverted} keys reverted in ${formatDuration(seconds)} (${tally.copiedBack} copied back, ` +
         `${tally.rowsOnly} with their source still in place: rows only); ${stats.requests} S3 requests`,
     );
+    if (tally.rowsMovedBackLate > 0) out.info(`${tally.rowsMovedBackLate} rows written with a target path after cutover were moved back before their target was deleted`);
+    if (tally.repaired > 0) out.info(`${tally.repaired} rows written between the reference check and the delete were moved back after it (the index guard's window)`);
     out.info(`ledger: ${Object.entries(states).map(([s, n]) => `${s} ${n}`).join(', ') || 'empty'}`);
     const given = await listRevertFailed({ db, schema }, config.maxAttempts);
     if (given.total > 0) {
