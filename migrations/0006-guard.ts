@@ -68,11 +68,12 @@ export function guardMigration(schema: string): Migration {
       // recognises, or NULL: the key itself, '/' + key, s3://bucket/key, and
       // http(s) URLs naming the bucket path-style (https://host/bucket/key)
       // or virtual-hosted (https://bucket.host/key). A URL's query string or
-      // fragment is ignored; percent-escapes are not decoded.
+      // fragment is ignored; percent-escapes are not decoded. No SET clause,
+      // so that it can be inlined: its body names only pg_catalog
+      // functions, which are always found first.
       await sql`
         create function ${sql.id(schema, 'key_in')}(path text, bucket text, prefix text) returns text
         language sql immutable parallel safe
-        set search_path = pg_catalog, pg_temp
         as $$
           select case
             when path is null then null

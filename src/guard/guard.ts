@@ -151,7 +151,16 @@ export async function installGuardTrigger(db: Kysely<any>, config: MigrateConfig
     begin
       if p is null or current_setting(${lit(TOOL_WRITE_SETTING)}, true) = 'on' then return NEW; end if;
       if TG_OP = 'UPDATE' and OLD.${path} is not distinct from p then return NEW; end if;
-      k := ${keyIn}(p, ${lit(config.source.bucket)}, ${lit(config.source.prefix)});
+      -- The common case, a path in neither location in any spelling, costs
+      -- four prefix tests and nothing else.
+      if not (starts_with(p, ${lit(config.source.prefix)}) or starts_with(p, ${lit(config.target.prefix)})
+              or starts_with(p, '/') or starts_with(p, 's3://') or starts_with(p, 'http')) then
+        return NEW;
+      end if;
+      -- The key itself needs no parsing; other spellings go through key_in.
+      k := case when starts_with(p, ${lit(config.source.prefix)}) then p
+                when starts_with(p, ${lit(config.target.prefix)}) then null
+                else ${keyIn}(p, ${lit(config.source.bucket)}, ${lit(config.source.prefix)}) end;
       if k is not null then
         select l.id, l.state, l.dst_key into hit from ${ledger} as l where l.src_key = k;
         if found then
@@ -165,7 +174,8 @@ export async function installGuardTrigger(db: Kysely<any>, config: MigrateConfig
         end if;
         return NEW;
       end if;
-      k := ${keyIn}(p, ${lit(config.target.bucket)}, ${lit(config.target.prefix)});
+      k := case when starts_with(p, ${lit(config.target.prefix)}) then p
+                else ${keyIn}(p, ${lit(config.target.bucket)}, ${lit(config.target.prefix)}) end;
       if k is not null then
         select l.id, l.state, l.src_key into hit from ${ledger} as l
         where l.src_key = ${lit(config.source.prefix)} || substr(k, length(${lit(config.target.prefix)}) + 1);
