@@ -320,3 +320,37 @@ t.test("rows naming a key as '/image/x', s3://bucket/image/x or an https URL kee
   t.same((await listKeys(env.s3client, env.sourceBucket, 'image/')).sort(), ['image/avatar-1.png', 'image/avatar-2.png', 'image/avatar-5.png']);
   t.same(await ledgerStates(env.databaseUrl), { done: 3, failed: 3 });
 });
+
+t.test('index guard: a role without TRIGGER but with a path index deletes, finding rows added since the plan by the index', async (t) => {
+  const env = await setupTestEnv(t);
+  const { postgres } = await getServices();
+  const role = `bm_guardix_${randomBytes(4).toString('hex')}`;
+  t.teardown(async () => {
+    await env.teardown();
+    await query(postgres.url, `drop role if exists ${role}`).catch(() => undefined);
+  });
+  t.equal((await runCli(['seed', '--count', '12', '--quiet'], { env: env.env })).code, 0);
+  await query(
+    env.databaseUrl,
+    `create index avatars_path on avatars (path);
+     create role ${role} login; grant connect on database "${env.dbName}" to ${role}; grant usage on schema public to ${role};
+     grant select, update (path) on avatars to ${role}; create schema bucket_migrate authorization ${role};`,
+  );
+  const url = new URL(env.databaseUrl);
+  url.username = role;
+  const restricted = { ...env.env, DATABASE_URL: url.toString() };
+  const plan = await runCli(['plan'], { env: restricted });
+  t.equal(plan.code, 0, plan.stderr);
+  t.match(plan.stderr, /^guard for the delete phase: index/m);
+  t.equal((await runCli(['execute', '--keep-source', '--quiet'], { env: restricted })).code, 0);
+  // Added after the plan, no trigger to record them: found by the index.
+  await query(env.databaseUrl, `insert into avatars (path) values ('image/avatar-2.png'), ('image/avatar-2.png'), ('/image/avatar-7.png')`);
+  const run = await runCli(['execute', '--delete-only'], { env: restricted });
+  t.equal(run.code, 1, 'the key named in another spelling is refused');
+  t.match(run.stderr, /^guard: index \(/m);
+  t.match(run.stderr, /names the source as "\/image\/avatar-7\.png"; source kept/);
+  t.same(await query(env.databaseUrl, `select id from avatars where path = 'image/avatar-2.png'`), [], 'the added rows were moved');
+  t.same(await listKeys(env.s3client, env.sourceBucket, 'image/'), ['image/avatar-7.png'], 'only the source a row still spells is kept');
+  t.same(await brokenRows(env), []);
+  t.same(await ledgerStates(env.databaseUrl), { done: 11, failed: 1 });
+});

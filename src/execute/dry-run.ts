@@ -32,7 +32,7 @@ async function head(s3: S3Client, bucket: string, key: string) {
 export async function dryRun(db: Kysely<any>, s3: S3Client, config: MigrateConfig, limit: number): Promise<PlannedAction[]> {
   const rows = await sql<{ src_key: string; dst_key: string; state: string; row_ids: string[] }>`
     select src_key, dst_key, state, row_ids from ${sql.id(config.ledgerSchema, 'migration_ledger')}
-    where state in ('pending', 'copied', 'db_updated')
+    where state in ('pending', 'copied', 'db_updated', 'deleting')
     order by id
     limit ${limit}
   `.execute(db);

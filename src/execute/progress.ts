@@ -58,7 +58,7 @@ export async function startProgress(
   options: ProgressOptions,
 ): Promise<{ stop(): Promise<void> }> {
   const live = await sql<{ n: number }>`
-    select count(*)::int as n from ${sql.id(schema, 'migration_ledger')} where state in ('pending', 'copied', 'db_updated')
+    select count(*)::int as n from ${sql.id(schema, 'migration_ledger')} where state in ('pending', 'copied', 'db_updated', 'deleting')
   `.execute(db);
   const total = live.rows[0]?.n ?? 0;
   const othersAtStart = await exchange(db, schema, runId, counters).catch(() => 0);

@@ -44,9 +44,9 @@ export async function collectReport(db: Kysely<any>, schema: string): Promise<Re
     }>`
       select now() as now,
              (select max(updated_at) from ${ledger}) as last_activity,
-             (select count(*) from ${ledger} where state in ('pending', 'copied', 'db_updated')
+             (select count(*) from ${ledger} where state in ('pending', 'copied', 'db_updated', 'deleting')
                 and locked_by is not null and locked_until >= now())::int as held,
-             (select count(*) from ${ledger} where state in ('pending', 'copied', 'db_updated')
+             (select count(*) from ${ledger} where state in ('pending', 'copied', 'db_updated', 'deleting')
                 and locked_by is not null and locked_until < now())::int as expired,
              (select min(started_at) from ${sql.id(schema, 'runs')} where command = 'execute') as since
     `.execute(db)
@@ -85,7 +85,7 @@ export async function collectReport(db: Kysely<any>, schema: string): Promise<Re
     select locked_by as owner, count(*)::int as keys, max(locked_until) as locked_until,
            max(locked_until) < now() as expired
     from ${ledger}
-    where state in ('pending', 'copied', 'db_updated') and locked_by is not null
+    where state in ('pending', 'copied', 'db_updated', 'deleting') and locked_by is not null
     group by locked_by order by keys desc, owner limit 20
   `.execute(db)).rows;
 
@@ -125,7 +125,7 @@ async function readThroughput(
   remaining: number,
 ): Promise<Report['throughput']> {
   // A key's settle time: when it reached its terminal state (see 0002-audit-views).
-  const settledAt = sql`case when state not in ('pending', 'copied', 'db_updated')
+  const settledAt = sql`case when state not in ('pending', 'copied', 'db_updated', 'deleting')
                              then coalesce(done_at, updated_at) end`;
   const minutes = (await sql<{ minute: Date; copied: number; done: number; settled: number }>`
     with bounds as (select date_trunc('minute', now()) - interval '59 minutes' as start),
@@ -159,7 +159,7 @@ async function readThroughput(
            count(*) filter (where ${settledAt} >= now() - make_interval(secs => ${CURRENT_WINDOW_SECONDS}))::int as recent,
            max(${settledAt}) as last_settled
     from ${ledger}
-    where state not in ('pending', 'copied', 'db_updated')
+    where state not in ('pending', 'copied', 'db_updated', 'deleting')
   `.execute(db)).rows[0]!;
   // While leases are held the run is going on, so the clock still runs;
   // afterwards it stops at the last settle, so a report read a day later

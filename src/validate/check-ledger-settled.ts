@@ -13,7 +13,7 @@ export const LEDGER_SETTLED = 'the ledger has no key left in a non-terminal stat
 export async function checkLedgerSettled(ctx: ValidateContext): Promise<CheckResult> {
   const ledger = ledgerTable(ctx.config);
   // `reverting`: a revert stopped half-way (rows back, target not yet deleted).
-  const live = sql`state in ('pending', 'copied', 'db_updated', 'reverting')`;
+  const live = sql`state in ('pending', 'copied', 'db_updated', 'deleting', 'reverting')`;
   const total = (await sql<{ n: number }>`select count(*)::bigint as n from ${ledger}`.execute(ctx.db)).rows[0]!.n;
   const count = (await sql<{ n: number }>`select count(*)::bigint as n from ${ledger} where ${live}`.execute(ctx.db)).rows[0]!.n;
   const failures = new Findings();
