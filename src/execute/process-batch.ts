@@ -169,6 +169,9 @@ async function fenceAndCheck(ctx: BatchContext, ids: number[], lease: LeaseClock
   let candidates = ids;
   for (let round = 1; candidates.length > 0 && !lease.lost; round++) {
     const fenced = await withDbRetry(() => fenceDeletes(ledger, candidates, lease.marginSeconds));
+    // Keys not fenced (too little lease left) are given back for a later claim.
+    const unfenced = candidates.filter((id) => !fenced.includes(id));
+    await withDbRetry(() => releaseLeases(ledger, unfenced));
     if (fenced.length === 0) break;
     const wait = await withDbRetry(() => waitForOlderTransactions(ledger.db, (lease.leaseSeconds * 1000) / 3));
     if (!wait.complete) {

@@ -103,7 +103,7 @@ export function describeGuard(mode: GuardMode, config: MigrateConfig): string {
     case 'trigger':
       return `guard: trigger (${GUARD_TRIGGER} on ${name} records and redirects every write naming a key; no row can name a deleted object)`;
     case 'index':
-      return `guard: index (rows naming a key are looked up by ${name}(${config.pathColumn}) before and after each delete; ${unguardedFix(config).replace(/^create an index \([^)]*\) or /, '')} to close the remaining window)`;
+      return `guard: index (rows naming a key are looked up by ${name}(${config.pathColumn}) before and after each delete; GRANT TRIGGER ON ${name} TO <role> and run plan again to close the remaining window)`;
     case 'none':
       return `guard: none (--delete-unguarded: rows the application writes during the run may name deleted objects)`;
   }
