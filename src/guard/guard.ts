@@ -8,7 +8,8 @@
  * - `trigger`: `plan` installed a row trigger on the table (before its
  *   snapshot) that records every write naming a ledger key in
  *   `late_references`, and rewrites a write of a key being deleted (or
- *   deleted) to its destination. Every row naming a key is then known by
+ *   deleted) to its destination, and a write of a target path whose key is
+ *   being (or was) reverted to its source. Every row naming a key is then known by
  *   primary key, and no write committed after the fence can name a deleted
  *   object.
  * - `index`: an index on the path column finds rows written since the plan
@@ -180,7 +181,7 @@ export async function installGuardTrigger(db: Kysely<any>, config: MigrateConfig
         select l.id, l.state, l.src_key into hit from ${ledger} as l
         where l.src_key = ${lit(config.source.prefix)} || substr(k, length(${lit(config.target.prefix)}) + 1);
         if found then
-          if hit.state = 'reverting' then
+          if hit.state in ('reverting', 'reverted') then
             NEW.${path} := hit.src_key;
           elsif hit.state in ('db_updated', 'deleting', 'done') then
             insert into ${late} (ledger_id, row_id) values (hit.id, NEW.${id}::text) on conflict do nothing;
