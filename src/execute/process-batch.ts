@@ -8,6 +8,7 @@ import {
   parkDbUpdated,
   recordFailures,
   refuseDelete,
+  releaseFenced,
   releaseLeases,
   renewBatchLeases,
   confirmLeases,
@@ -178,7 +179,8 @@ async function fenceAndCheck(ctx: BatchContext, ids: number[], lease: LeaseClock
       // A transaction older than the fence is still open: give the keys
       // back, fenced (their sources exist; new writes are redirected), for
       // a later claim to wait again.
-      await withDbRetry(() => releaseLeases(ledger, fenced));
+      const note = `waiting for transactions older than the delete fence to end (pids ${(wait.blockers ?? []).join(', ')}); retried at the next claim`;
+      await withDbRetry(() => releaseFenced(ledger, fenced, note));
       break;
     }
     const named = await withDbRetry(() => findNamingRows(ledger, fenced, 'deleting', 'source', byIndex));

@@ -247,6 +247,8 @@ export interface WaitOutcome {
   waitedMs: number;
   /** False when some transaction older than the fence was still open at the deadline. */
   complete: boolean;
+  /** The backends (pids) still holding such a transaction at the deadline, for the operator. */
+  blockers?: number[];
 }
 
 /**
@@ -277,7 +279,12 @@ export async function waitForOlderTransactions(db: Kysely<any>, timeoutMs: numbe
            + (select count(*) from pg_prepared_xacts where gid = any(${gids}::text[]) and database = current_database()) as n
     `.execute(db);
     if (Number(left.rows[0]?.n ?? 0) === 0) return { waitedMs: Date.now() - started, complete: true };
-    if (Date.now() - started >= timeoutMs) return { waitedMs: Date.now() - started, complete: false };
+    if (Date.now() - started >= timeoutMs) {
+      const blockers = await sql<{ pid: number }>`
+        select distinct pid from pg_locks where locktype = 'virtualxid' and granted and virtualxid::text = any(${vxids}::text[])
+      `.execute(db);
+      return { waitedMs: Date.now() - started, complete: false, blockers: blockers.rows.map((r) => r.pid) };
+    }
     await sleep(pause);
   }
 }

@@ -407,6 +407,21 @@ export async function confirmLeases(
   return result.rows.map((r) => r.id);
 }
 
+/**
+ * Gives fenced keys back, still `deleting`, when a transaction older than
+ * the fence outlived the wait: `note` (which backends) is kept in
+ * `last_error` for the operator; the next claim fences and waits again.
+ */
+export async function releaseFenced(ctx: LedgerContext, ids: number[], note: string): Promise<number> {
+  if (ids.length === 0) return 0;
+  const result = await sql`
+    update ${ledger(ctx)}
+    set locked_by = null, locked_until = null, last_error = ${note}, updated_at = now()
+    where id = any(${ids}::bigint[]) and locked_by = ${ctx.me} and state in ('deleting', 'reverting')
+  `.execute(ctx.db);
+  return Number(result.numAffectedRows ?? 0);
+}
+
 /** deleting → done: the source is deleted. The lease is released. */
 export async function markDone(ctx: LedgerContext, ids: number[]): Promise<number[]> {
   if (ids.length === 0) return [];

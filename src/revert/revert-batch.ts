@@ -10,6 +10,7 @@ import {
   findNamingRows,
   markReverted,
   recordRevertFailures,
+  releaseFenced,
   releaseRevertLeases,
   repairAfterDelete,
   revertNamed,
@@ -120,7 +121,8 @@ async function checkTargets(ctx: RevertContext, ids: number[], lease: LeaseClock
   for (let round = 1; left.length > 0 && !lease.lost; round++) {
     const wait = await withDbRetry(() => waitForOlderTransactions(ledger.db, (lease.leaseSeconds * 1000) / 3));
     if (!wait.complete) {
-      await withDbRetry(() => releaseRevertLeases(ledger, left));
+      const note = `waiting for transactions older than the revert fence to end (pids ${(wait.blockers ?? []).join(', ')}); retried at the next claim`;
+      await withDbRetry(() => releaseFenced(ledger, left, note));
       return [];
     }
     const named = await withDbRetry(() => findNamingRows(ledger, left, 'reverting', 'target', ledger.guard === 'index'));
