@@ -49,6 +49,7 @@ export async function processBatch(ctx: BatchContext, rows: LedgerRow[], claimed
   // `maxFailures` 1 makes a failure terminal at once (nothing to retry).
   const fail = async (failures: Array<{ id: number; error: string }>, maxFailures = maxAttempts) => {
     if (failures.length === 0) return;
+    lease.release(failures);
     const result = await withDbRetry(() => recordFailures(ledger, failures, maxFailures, backoffSeconds));
     bump(counters, 'retriedSteps', result.filter((r) => r.state !== 'failed').length);
     bump(counters, 'failed', result.filter((r) => r.state === 'failed').length);
@@ -62,7 +63,7 @@ export async function processBatch(ctx: BatchContext, rows: LedgerRow[], claimed
   const lease = new LeaseClock(claimedAt, leaseSeconds);
   const heartbeat = setInterval(() => {
     const sentAt = Date.now();
-    void withDbRetry(() => renewBatchLeases(ledger, [...byId.keys()], leaseSeconds))
+    void withDbRetry(() => renewBatchLeases(ledger, [...byId.keys()].filter((id) => !lease.released.has(id)), leaseSeconds))
       .then((renewed) => {
         if (renewed.lost > 0) lease.lost = true;
         else lease.renewedAt(sentAt);
@@ -80,7 +81,7 @@ export async function processBatch(ctx: BatchContext, rows: LedgerRow[], claimed
     bump(counters, 'copied', copiedIds.length);
     for (const state of ['conflict', 'missing', 'archived'] as const) {
       const settled = outcomes.flatMap((o) => (o.kind === state ? [{ id: o.id, reason: o.reason }] : []));
-      bump(counters, state, (await withDbRetry(() => markUnmovable(ledger, state, settled))).length);
+      bump(counters, state, (await withDbRetry(() => markUnmovable(ledger, state, lease.release(settled)))).length);
     }
     await fail(outcomes.flatMap((o) => ((o.kind === 'failed' && !o.terminal) || o.kind === 'fatal' ? [{ id: o.id, error: o.error }] : [])));
     await fail(outcomes.flatMap((o) => (o.kind === 'failed' && o.terminal ? [{ id: o.id, error: o.error }] : [])), 1);
@@ -102,12 +103,12 @@ export async function processBatch(ctx: BatchContext, rows: LedgerRow[], claimed
     // earlier run (a --keep-source stage, or one that crashed): anything may
     // have happened to its target since, so it is checked before the source goes.
     const target = await verifyTargets(ctx.s3, rows.filter((r) => r.state === 'db_updated' || r.state === 'deleting'));
-    bump(counters, 'failed', (await withDbRetry(() => refuseDelete(ledger, target.refused))).length);
+    bump(counters, 'failed', (await withDbRetry(() => refuseDelete(ledger, lease.release(target.refused)))).length);
     await fail(target.failed);
     if (target.fatal) throw new FatalError(target.fatal);
     const cleared = await fenceAndCheck(ctx, [...target.ok, ...justCommitted].map((r) => r.id), lease);
     if (lease.lost || cleared.length === 0) {
-      await withDbRetry(() => releaseLeases(ledger, cleared));
+      await withDbRetry(() => releaseLeases(ledger, lease.release(cleared)));
       return;
     }
     // Fencing: only keys a statement confirms still leased to this worker,
@@ -127,7 +128,7 @@ export async function processBatch(ctx: BatchContext, rows: LedgerRow[], claimed
       // delete. Such rows are moved to the copy now.
       bump(counters, 'repaired', await withDbRetry(() => repairAfterDelete(ledger, done)));
     }
-    await withDbRetry(() => releaseLeases(ledger, deleted.skipped));
+    await withDbRetry(() => releaseLeases(ledger, lease.release(deleted.skipped)));
     await fail(deleted.failed);
     if (deleted.fatal) throw new FatalError(deleted.fatal);
   } finally {
@@ -148,6 +149,13 @@ export class LeaseClock {
   constructor(sentAt: number, readonly leaseSeconds: number) {
     this.deadline = sentAt + leaseSeconds * 1000;
     this.marginSeconds = Math.min(10, Math.max(0.2, leaseSeconds / 10));
+  }
+  /** Keys this batch gave back (released, failed, refused): not renewed, not counted as lost. */
+  readonly released = new Set<number>();
+  /** Marks keys as given back, before the statement that releases them is sent. */
+  release<T extends number | { id: number }>(items: T[]): T[] {
+    for (const item of items) this.released.add(typeof item === 'number' ? item : item.id);
+    return items;
   }
   renewedAt(sentAt: number): void {
     this.deadline = Math.max(this.deadline, sentAt + this.leaseSeconds * 1000);
@@ -172,7 +180,7 @@ async function fenceAndCheck(ctx: BatchContext, ids: number[], lease: LeaseClock
     const fenced = await withDbRetry(() => fenceDeletes(ledger, candidates, lease.marginSeconds));
     // Keys not fenced (too little lease left) are given back for a later claim.
     const unfenced = candidates.filter((id) => !fenced.includes(id));
-    await withDbRetry(() => releaseLeases(ledger, unfenced));
+    await withDbRetry(() => releaseLeases(ledger, lease.release(unfenced)));
     if (fenced.length === 0) break;
     const wait = await withDbRetry(() => waitForOlderTransactions(ledger.db, (lease.leaseSeconds * 1000) / 3));
     if (!wait.complete) {
@@ -180,7 +188,7 @@ async function fenceAndCheck(ctx: BatchContext, ids: number[], lease: LeaseClock
       // back, fenced (their sources exist; new writes are redirected), for
       // a later claim to wait again.
       const note = `waiting for transactions older than the delete fence to end (pids ${(wait.blockers ?? []).join(', ')}); retried at the next claim`;
-      await withDbRetry(() => releaseFenced(ledger, fenced, note));
+      await withDbRetry(() => releaseFenced(ledger, lease.release(fenced), note));
       break;
     }
     const named = await withDbRetry(() => findNamingRows(ledger, fenced, 'deleting', 'source', byIndex));
@@ -195,7 +203,7 @@ async function fenceAndCheck(ctx: BatchContext, ids: number[], lease: LeaseClock
       id: r.ledger_id,
       reason: `row ${r.row_id} names the source as ${JSON.stringify(r.path)}; source kept`,
     }));
-    bump(counters, 'failed', (await withDbRetry(() => refuseDelete(ledger, refusals))).length);
+    bump(counters, 'failed', (await withDbRetry(() => refuseDelete(ledger, lease.release(refusals)))).length);
     const again = [...exact.entries()].filter(([id]) => !spelled.has(id)).map(([id, rowIds]) => ({ id, rowIds }));
     const requeued = new Set(await withDbRetry(() => requeueNamed(ledger, again)));
     bump(counters, 'requeued', requeued.size);
@@ -204,7 +212,7 @@ async function fenceAndCheck(ctx: BatchContext, ids: number[], lease: LeaseClock
     if (round === 3) {
       // An application that keeps writing the old path for the same key:
       // it waits for a later claim.
-      await withDbRetry(() => releaseLeases(ledger, [...requeued]));
+      await withDbRetry(() => releaseLeases(ledger, lease.release([...requeued])));
       break;
     }
     const recommitted = await withDbRetry(() => commitRows(ledger, [...requeued]));
