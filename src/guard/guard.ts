@@ -22,7 +22,7 @@ import { sql, type Kysely } from 'kysely';
 import pg from 'pg';
 import type { MigrateConfig } from '../config/config.js';
 import { formatTableName, regclassName } from '../config/identifiers.js';
-import { UsageError } from '../errors.js';
+import { FatalError, UsageError } from '../errors.js';
 
 export type GuardMode = 'trigger' | 'index' | 'none';
 
@@ -202,10 +202,32 @@ export async function installGuardTrigger(db: Kysely<any>, config: MigrateConfig
     select oid::int8 as oid from pg_trigger where tgrelid = ${table}::regclass and tgname = ${GUARD_TRIGGER}
   `.execute(db);
   if (existing.rows.length === 0) {
-    await sql`
-      create trigger ${sql.id(GUARD_TRIGGER)} before insert or update of ${path} on ${appTable}
-      for each row execute function ${fn}()
-    `.execute(db);
+    // CREATE TRIGGER queues for its lock behind every open transaction that
+    // wrote the table, and every new write queues behind it: a short
+    // lock_timeout, retried, keeps a long application transaction from
+    // stalling the application's writes behind the plan.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await db.transaction().execute(async (tx) => {
+          await sql`set local lock_timeout = '2s'`.execute(tx);
+          await sql`
+            create trigger ${sql.id(GUARD_TRIGGER)} before insert or update of ${path} on ${appTable}
+            for each row execute function ${fn}()
+          `.execute(tx);
+        });
+        break;
+      } catch (err) {
+        if ((err as { code?: string }).code !== '55P03' || attempt >= 10) {
+          if ((err as { code?: string }).code === '55P03') {
+            throw new FatalError(
+              `plan: could not install the guard trigger on ${formatTableName(config.table)}: a transaction that wrote it stayed open for 10 tries of 2 s (see pg_stat_activity); run plan again`,
+            );
+          }
+          throw err;
+        }
+        await sleep(1_000);
+      }
+    }
   }
   const now = await sql<{ oid: number }>`
     select oid::int8 as oid from pg_trigger where tgrelid = ${table}::regclass and tgname = ${GUARD_TRIGGER}
