@@ -354,3 +354,19 @@ t.test('index guard: a role without TRIGGER but with a path index deletes, findi
   t.same(await brokenRows(env), []);
   t.same(await ledgerStates(env.databaseUrl), { done: 11, failed: 1 });
 });
+
+t.test('a guard trigger dropped after the plan: execute refuses the delete phase until plan runs again', async (t) => {
+  const env = await setupTestEnv(t);
+  t.equal((await runCli(['seed', '--count', '5', '--quiet'], { env: env.env })).code, 0);
+  t.equal((await runCli(['plan'], { env: env.env })).code, 0);
+  await query(env.databaseUrl, 'drop trigger bucket_migrate_guard on avatars');
+  const refused = await runCli(['execute', '--quiet'], { env: env.env });
+  t.equal(refused.code, 2);
+  t.match(refused.stderr, /the guard trigger on avatars is missing: run bucket-migrate plan again \(it installs it\) before execute/);
+  t.same(await ledgerStates(env.databaseUrl), { pending: 5 }, 'nothing was touched');
+  const plan = await runCli(['plan'], { env: env.env });
+  t.match(plan.stderr, /^guard for the delete phase: trigger/m, 'plan installs it again, before a new snapshot');
+  const run = await runCli(['execute', '--quiet'], { env: env.env });
+  t.equal(run.code, 0, run.stderr);
+  t.same(await ledgerStates(env.databaseUrl), { done: 5 });
+});
