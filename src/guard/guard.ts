@@ -163,9 +163,11 @@ export async function installGuardTrigger(db: Kysely<any>, config: MigrateConfig
                 when starts_with(p, ${lit(config.target.prefix)}) then null
                 else ${keyIn}(p, ${lit(config.source.bucket)}, ${lit(config.source.prefix)}) end;
       if k is not null then
-        select l.id, l.state, l.dst_key into hit from ${ledger} as l where l.src_key = k;
+        select l.id, l.state, l.failed_state, l.dst_key into hit from ${ledger} as l where l.src_key = k;
         if found then
-          if hit.state in ('deleting', 'done') then
+          -- The source is going or gone (a key that failed while deleting
+          -- may have lost it too); the copy exists in these states.
+          if hit.state in ('deleting', 'done') or (hit.state = 'failed' and hit.failed_state = 'deleting') then
             NEW.${path} := hit.dst_key;
           else
             insert into ${late} (ledger_id, row_id) values (hit.id, NEW.${id}::text) on conflict do nothing;
