@@ -113,8 +113,10 @@ t.test('on a 1,000,000-row table every per-batch statement uses an index; the co
     const nodes = nodesOf(explained.rows[0]!['QUERY PLAN'][0]!.Plan);
     const scans = nodes.filter((n) => n['Relation Name']).map(describeNode);
     t.comment(`${name}: ${scans.join('; ')}`);
+    // late_references and late_paths hold only rows written since the plan
+    // (none here): a scan of an empty side table is the right plan.
     t.same(
-      nodes.filter((n) => n['Node Type'] === 'Seq Scan').map(describeNode),
+      nodes.filter((n) => n['Node Type'] === 'Seq Scan' && !/^late_(references|paths)$/.test(n['Relation Name'] ?? '')).map(describeNode),
       [],
       `${name}: no Seq Scan`,
     );
@@ -143,7 +145,11 @@ t.test('on a 1,000,000-row table every per-batch statement uses an index; the co
   );
   const lookupNodes = nodesOf(lookup.rows[0]!['QUERY PLAN'][0]!.Plan);
   t.comment(`look for rows added since the plan: ${lookupNodes.filter((n) => n['Relation Name']).map(describeNode).join('; ')}`);
-  t.same(lookupNodes.filter((n) => n['Node Type'] === 'Seq Scan').map(describeNode), [], 'the look for added rows scans nothing whole');
+  t.same(
+    lookupNodes.filter((n) => n['Node Type'] === 'Seq Scan' && !/^late_(references|paths)$/.test(n['Relation Name'] ?? '')).map(describeNode),
+    [],
+    'the look for added rows scans nothing whole (but the empty side tables)',
+  );
   t.ok(
     lookupNodes.some((n) => n['Relation Name'] === 'avatars' && n['Index Name'] === 'avatars_path'),
     'it finds rows by path through the index',
