@@ -242,10 +242,15 @@ t.test('statements per batch are a constant, whatever the batch size', async (t)
 
   const perBatch = (small.statements - large.statements) / (small.batches - large.batches);
   const fixed = large.statements - perBatch * large.batches;
-  t.comment(`per batch: ${perBatch.toFixed(2)} statements (claim, mark copied, commit table + ledger, mark done); per run: ${fixed.toFixed(1)}`);
-  t.ok(perBatch >= 3.5 && perBatch <= 4.5, `4 statements per batch of any size (measured ${perBatch.toFixed(2)})`);
+  t.comment(
+    `per batch: ${perBatch.toFixed(2)} statements (claim, mark copied, commit table + ledger, fence, wait for older transactions, ` +
+      `look for rows naming the sources, confirm the leases, mark done); per run: ${fixed.toFixed(1)}`,
+  );
+  // The delete guard's four (fence, wait, check, confirm) plus the four of
+  // the move; a poll of the wait when another transaction was open.
+  t.ok(perBatch >= 7.5 && perBatch <= 9, `8 statements per batch of any size (measured ${perBatch.toFixed(2)})`);
   t.ok(fixed > 0 && fixed < 60, `a small constant per run for checks, start and summary (measured ${fixed.toFixed(1)})`);
-  t.ok(small.statements / KEYS < 0.25, `even at 25 keys a batch, ${(small.statements / KEYS).toFixed(2)} statements per key`);
+  t.ok(small.statements / KEYS < 0.45, `even at 25 keys a batch, ${(small.statements / KEYS).toFixed(2)} statements per key`);
 });
 
 t.test('--dest-check list: one listing per batch instead of a HEAD per key, and an existing different object is never overwritten', async (t) => {
