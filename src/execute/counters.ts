@@ -22,8 +22,10 @@ export const COUNTER = {
   archived: 14,
   /** Keys sent back to be committed again: rows added since the plan still named them. */
   requeued: 15,
+  /** Pipeline lanes that found nothing to claim and wait (leases held elsewhere, backoff): progress says what for. */
+  waitingLanes: 16,
   /** Rows the index guard moved to the copy after their source was deleted (its remaining window). */
-  repaired: 16,
+  repaired: 17,
 } as const;
 
 export type CounterName = keyof typeof COUNTER;

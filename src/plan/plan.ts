@@ -45,7 +45,7 @@ export async function plan(config: MigrateConfig, options: PlanOptions): Promise
   try {
     await checkConnection(db, url);
     const schema = config.ledgerSchema;
-    const table = await inspectTable(db, config.table, config.idColumn, config.pathColumn);
+    const tableInfo = await inspectTable(db, config.table, config.idColumn, config.pathColumn);
     await migrateLedger(db, schema);
     await bindLedgerConfig(db, config, 'plan');
     // The guard trigger goes in BEFORE the snapshot: CREATE TRIGGER waits
@@ -53,11 +53,11 @@ export async function plan(config: MigrateConfig, options: PlanOptions): Promise
     // committed after it is recorded (or redirected) by the trigger, and
     // the snapshot below, taken after it, misses nothing.
     await installGuardTrigger(db, config);
-    const guard = await guardStatus(db, config, table.hasPathIndex);
+    const guard = await guardStatus(db, config, tableInfo.hasPathIndex);
     if (!options.json) out.info(describePlannedGuard(guard, config));
     const snapshotAt = await snapshotClock(db);
     const runId = await startRun(db, schema, options.list ? 'plan --list' : 'plan', describeConfig(config));
-    const ctx = { db, url, schema, table: config.table, idColumn: config.idColumn, pathColumn: config.pathColumn };
+    const ctx = { db, url, schema, table: config.table, idColumn: config.idColumn, pathColumn: config.pathColumn, pathLimit: tableInfo.pathLimit };
     // The count of rows outside both prefixes reads only the table: it runs
     // on the pool's other connection while the snapshot's reader is still
     // scanning and sorting (the loading backend idles until the first
@@ -85,7 +85,7 @@ export async function plan(config: MigrateConfig, options: PlanOptions): Promise
         listing = await reconcileWithListing(
           ctx,
           s3,
-          { bucket: config.source.bucket, sourcePrefix: config.source.prefix, targetPrefix: config.target.prefix, orphans: options.orphans, runId },
+          { bucket: config.source.bucket, sourcePrefix: config.source.prefix, targetPrefix: config.target.prefix, orphans: options.orphans, runId, pathLimit: tableInfo.pathLimit },
           (listed) => {
             if (!options.json && listed % 100_000 === 0) out.info(`plan --list: ${listed} objects listed`);
           },
