@@ -33,7 +33,6 @@
  *   copied -> db_updated    commitRows
  *   copied -> superseded    commitRows
  *   db_updated -> deleting  fenceDeletes
- *   deleting -> deleting    fenceDeletes
  *   deleting -> copied      requeueNamed
  *   deleting -> done        markDone
  *   deleting -> failed      recordFailures, refuseDelete, recordRevertFailures
@@ -141,7 +140,8 @@ export const TRANSITIONS = {
   markCopied: [['pending', 'copied']],
   markUnmovable: [['pending', 'conflict'], ['pending', 'missing'], ['pending', 'archived']],
   commitRows: [['copied', 'db_updated'], ['copied', 'superseded']],
-  fenceDeletes: [['db_updated', 'deleting'], ['deleting', 'deleting']],
+  // A key claimed again in `deleting` is fenced again: no state change.
+  fenceDeletes: [['db_updated', 'deleting']],
   requeueNamed: [['deleting', 'copied']],
   markDone: [['deleting', 'done']],
   recordFailures: [['pending', 'failed'], ['copied', 'failed'], ['db_updated', 'failed'], ['deleting', 'failed']],
