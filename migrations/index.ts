@@ -3,6 +3,7 @@ import { ledgerMigration } from './0001-ledger.js';
 import { auditViewsMigration } from './0002-audit-views.js';
 import { archivedStateMigration } from './0004-archived.js';
 import { revertMigration } from './0005-revert.js';
+import { guardMigration } from './0006-guard.js';
 import { runsLivenessRevertViewsMigration } from './0007-runs-liveness-revert-views.js';
 
 /**
@@ -24,6 +25,7 @@ export function ledgerMigrations(schema: string): Record<string, Migration> {
     '0002-audit-views': auditViewsMigration(schema),
     '0004-archived': archivedStateMigration(schema),
     '0005-revert': revertMigration(schema),
+    '0006-guard': guardMigration(schema),
     '0007-runs-liveness-revert-views': runsLivenessRevertViewsMigration(schema),
   };
 }

@@ -1,7 +1,8 @@
 /**
  * `npm run demo`: the whole job on local services. Starts Postgres (embedded
  * unless DATABASE_URL is set) and MinIO (unless S3_ENDPOINT is set), seeds
- * 10,000 legacy and 1,000 modern avatars, runs plan and execute, then checks
+ * 10,000 legacy and 1,000 modern avatars, runs plan (which installs the
+ * delete guard and prints it) and execute, then checks
  * the end state itself: every row names an existing object under the target
  * prefix, and the source prefix is empty.
  */
@@ -73,6 +74,10 @@ async function main(): Promise<number> {
       ['plan', '--list'],
       ['execute'],
     ]) {
+      if (args[0] === 'plan') {
+        say('\n# plan first installs the delete guard (a trigger on the table, when the role may create one) and says which');
+        say('# guard the delete phase will use; execute refuses to delete sources without one (see README, Safety model)');
+      }
       const code = await run(args, env);
       if (code !== 0) {
         say(`\ndemo: bucket-migrate ${args[0]} exited ${code}`);

@@ -9,6 +9,8 @@ import { createDatabase } from '../src/db/database.js';
 import {
   claimBatch,
   commitRows,
+  confirmLeases,
+  fenceDeletes,
   markCopied,
   markDone,
   markUnmovable,
@@ -56,7 +58,11 @@ t.test('every transition of a worker whose lease was taken over changes nothing'
   t.same(await query(env.databaseUrl, 'select path from avatars order by id'), before, 'the table is untouched');
   t.equal((await commitRows(b, ids)).length, 5, 'B commits');
 
-  // db_updated: the loser cannot finish.
+  // db_updated: the loser can neither fence nor finish.
+  t.same(await fenceDeletes(a, ids, 0), [], 'A cannot fence the deletes');
+  t.same(await confirmLeases(a, ids, 'deleting', 60, 0), [], 'A cannot confirm a lease for a delete');
+  t.equal((await fenceDeletes(b, ids, 0)).length, 5, 'B fences');
+  t.same(await confirmLeases(a, ids, 'deleting', 60, 0), [], 'A still cannot confirm');
   t.same(await markDone(a, ids), [], 'A cannot mark done');
   t.equal((await markDone(b, ids)).length, 5, 'B marks done');
   t.same(await ledgerStates(env.databaseUrl), { done: 5 });

@@ -60,6 +60,7 @@ export function executeCommand(): Command {
       .option('--overwrite', 'replace a different object at the destination instead of recording a conflict', false)
       .option('--keep-source', 'copy and rewrite the rows but leave every source in place (keys wait in db_updated for --delete-only)', false)
       .option('--delete-only', 'only delete the sources of keys already moved (db_updated), each after checking its target is intact', false)
+      .option('--delete-unguarded', 'delete sources even without a guard (no trigger, no index on the path column): rows the application writes during the run may then name deleted objects', false)
       .option('--dry-run [n]', 'print the next n actions (default 20) and what would be refused; claims and changes nothing', intOption('--dry-run', 1, 100_000))
       .option('--retry-failed', 're-queue failed and archived (since restored) keys before starting', false)
       .option('--progress-interval <s>', 'seconds between progress lines when not on a terminal', intOption('--progress-interval', 1, 3600), 10)
@@ -98,6 +99,7 @@ export function executeCommand(): Command {
         overwrite: options.overwrite,
         storageClass: options.storageClass,
         sseKmsKeyId: options.sseKmsKeyId,
+        deleteUnguarded: options.deleteUnguarded,
         processId,
       },
       {

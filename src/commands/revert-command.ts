@@ -22,6 +22,7 @@ export function revertCommand(): Command {
       .option('--lease-seconds <n>', 'a claim not renewed for this long is taken over', intOption('--lease-seconds', 2, 86_400), 120)
       .option('--max-attempts <n>', 'failures of one key before revert gives up on it', intOption('--max-attempts', 1, 1000), 5)
       .option('--backoff-seconds <n>', 'first wait before a failed key is retried (doubles each time)', intOption('--backoff-seconds', 0, 3600), 2)
+      .option('--delete-unguarded', 'delete target copies even without a guard (no trigger, no index on the path column): rows the application writes during the revert may then name deleted objects', false)
       .option('--retry-failed', 'give keys revert gave up on a fresh budget before starting', false)
       .option('--quiet', 'no progress output', false)
       .option('--metrics-port <port>', 'serve Prometheus metrics on http://<metrics-host>:<port>/metrics while the run lasts (0: any free port)', intOption('--metrics-port', 0, 65_535))
@@ -47,6 +48,7 @@ export function revertCommand(): Command {
       limit: options.limit,
       retryFailed: options.retryFailed,
       quiet: options.quiet,
+      deleteUnguarded: options.deleteUnguarded,
       processId,
       metricsPort: options.metricsPort,
       metricsHost: options.metricsHost,

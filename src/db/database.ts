@@ -29,6 +29,10 @@ export function createDatabase(config: DatabaseConfig): Kysely<any> {
     max: config.max ?? 4,
     application_name: config.applicationName ?? 'bucket-migrate',
     connectionTimeoutMillis: 10_000,
+    // Marks the tool's own writes for the guard trigger (src/guard/guard.ts),
+    // which lets them through: the compare-and-set commits of execute and
+    // revert must not be redirected or recorded as application writes.
+    options: [urlOptions(config.url), '-c bucket_migrate.tool_write=on'].filter(Boolean).join(' '),
   });
   // An idle client dropped by the server (pg_terminate_backend, failover)
   // emits 'error' on the pool; without a listener that kills the process.
@@ -44,6 +48,15 @@ export function createDatabase(config: DatabaseConfig): Kysely<any> {
     dialect: new PostgresDialect({ pool }),
     log: onStatement ? (event) => onStatement(event.query.sql, event.queryDurationMillis / 1000, event.level === 'error') : undefined,
   });
+}
+
+/** The `options` a database URL already carries (kept next to ours). */
+function urlOptions(url: string): string | undefined {
+  try {
+    return new URL(url).searchParams.get('options') ?? undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Checks the database answers, turning connection failures into one line. */

@@ -10,7 +10,7 @@ export interface TableInfo {
   /**
    * Whether an index can find rows by path (a valid, non-partial btree or
    * hash index leading with the path column, in its collation): what makes
-   * the check for rows added since the plan cheap (see `requeueReferenced`).
+   * the `index` delete guard possible (see `findNamingRows` and src/guard/guard.ts).
    */
   hasPathIndex: boolean;
   /** Whether the id column is the table's primary key (or unique). */

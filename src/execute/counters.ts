@@ -24,6 +24,8 @@ export const COUNTER = {
   requeued: 15,
   /** Pipeline lanes that found nothing to claim and wait (leases held elsewhere, backoff): progress says what for. */
   waitingLanes: 16,
+  /** Rows the index guard moved to the copy after their source was deleted (its remaining window). */
+  repaired: 17,
 } as const;
 
 export type CounterName = keyof typeof COUNTER;

@@ -33,7 +33,7 @@ async function head(s3: S3Client, bucket: string, key: string) {
 export async function dryRun(db: Kysely<any>, s3: S3Client, config: MigrateConfig, limit: number): Promise<PlannedAction[]> {
   const rows = await sql<{ src_key: string; dst_key: string; state: string; row_ids: string[]; src_size: number | null; src_etag: string | null }>`
     select src_key, dst_key, state, row_ids, src_size::float8 as src_size, src_etag from ${sql.id(config.ledgerSchema, 'migration_ledger')}
-    where state in ('pending', 'copied', 'db_updated')
+    where state in ('pending', 'copied', 'db_updated', 'deleting')
     order by id
     limit ${limit}
   `.execute(db);

@@ -62,6 +62,8 @@ export interface ExecuteConfig {
   limit: number;
   /** Which part of the move this run does (default `full`). */
   stage?: ExecuteStage;
+  /** `--delete-unguarded`: delete sources even when no guard (trigger or index) is available. */
+  deleteUnguarded?: boolean;
   /** This process's id, prefix of every worker's lease owner id. */
   processId: string;
 }

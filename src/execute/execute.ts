@@ -1,12 +1,12 @@
 import os from 'node:os';
 import { Piscina } from 'piscina';
 import { describeConfig } from '../config/config.js';
-import { formatTableName } from '../config/identifiers.js';
 import { createDatabase, checkConnection } from '../db/database.js';
 import { migrateLedger } from '../db/migrate.js';
 import { withDbRetry } from '../db/retry.js';
 import { inspectTable } from '../db/table-info.js';
 import { UsageError } from '../errors.js';
+import { chooseGuard, describeGuard, guardStatus, type GuardMode } from '../guard/guard.js';
 import { releaseLeasesOfGoneRuns, watchGoneRuns } from '../ledger/gone-runs.js';
 import { bindLedgerConfig, ledgerExists } from '../ledger/ledger-config.js';
 import { countStates, finishRun, runOutcome, startRun } from '../ledger/runs.js';
@@ -83,6 +83,13 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     await withDbRetry(() => migrateLedger(db, schema));
     await withDbRetry(() => bindLedgerConfig(db, config.migrate, 'use'));
     const table = await withDbRetry(() => inspectTable(db, config.migrate.table, config.migrate.idColumn, config.migrate.pathColumn));
+    // The delete guard, decided before anything is touched: without one the
+    // delete phase is refused (exit 2) unless --delete-unguarded.
+    const guarding = await withDbRetry(() => guardStatus(db, config.migrate, table.hasPathIndex));
+    const guard: GuardMode =
+      config.stage === 'keep-source' || options.dryRun
+        ? guarding.triggerCovered ? 'trigger' : guarding.hasPathIndex ? 'index' : 'none'
+        : chooseGuard(guarding, config.migrate, config.stage === 'delete-only' ? 'execute --delete-only' : 'execute', config.deleteUnguarded === true);
     const s3 = createS3Client(config.migrate.s3, { maxSockets: 8 });
     instrumentS3Client(s3);
     let conditional: ConditionalSupport | undefined;
@@ -113,13 +120,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     await withDbRetry(() => releaseLeasesOfGoneRuns(db, schema));
     addLogFields({ run_id: runId });
     // After every check that can refuse the run: a usage error stays one line.
-    if (!table.hasPathIndex && config.stage !== 'keep-source') {
-      const { table: name, pathColumn } = config.migrate;
-      out.info(
-        `note: ${formatTableName(name)}(${pathColumn}) has no index, so rows the application adds with a ${config.migrate.source.prefix} path during the run are not looked for before a source is deleted; ` +
-          `create one (CREATE INDEX CONCURRENTLY ON ${formatTableName(name)} (${pathColumn})) to have them moved too, or run plan again before execute --delete-only`,
-      );
-    }
+    out.info(config.stage === 'keep-source' ? `${describeGuard(guard, config.migrate)}; --keep-source deletes nothing` : describeGuard(guard, config.migrate));
     const pool = new Piscina<WorkerTask, WorkerResult>({
       filename: WORKER.href,
       minThreads: config.threads,
@@ -139,7 +140,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     try {
       results = await Promise.all(
         Array.from({ length: config.threads }, (_, workerIndex) =>
-          pool.run({ config, idCast: table.idCast, guardReferences: table.hasPathIndex, counters, rateBucket, telemetry, workerIndex }),
+          pool.run({ config, idCast: table.idCast, guard, counters, rateBucket, telemetry, workerIndex }),
         ),
       );
     } finally {
@@ -174,6 +175,8 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
       retries: read(counters, 'retries'),
       throttles: read(counters, 'throttles'),
       requeued: read(counters, 'requeued'),
+      repaired: read(counters, 'repaired'),
+      guard,
       states,
     };
     out.info(
@@ -183,6 +186,9 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     );
     if (summary.requeued > 0) {
       out.info(`${summary.requeued} times a source was still named by rows added since the plan: those rows were moved too before it was deleted`);
+    }
+    if (summary.repaired > 0) {
+      out.info(`${summary.repaired} rows written between the reference check and the delete were moved to the copy after it (the index guard's window; the trigger guard closes it)`);
     }
     out.info(`ledger: ${Object.entries(states).map(([s, n]) => `${s} ${n}`).join(', ') || 'empty'}`, { states });
     await withDbRetry(() => printUnmovedKeys(db, schema));
@@ -222,6 +228,7 @@ function executeSettings(config: ExecuteConfig): Record<string, unknown> {
     maxRps: config.maxRps,
     limit: config.limit,
     stage: config.stage ?? 'full',
+    deleteUnguarded: config.deleteUnguarded === true,
     host: os.hostname(),
   };
 }

@@ -8,17 +8,24 @@ import {
   parkDbUpdated,
   recordFailures,
   refuseDelete,
+  releaseFenced,
   releaseLeases,
-  renewLeases,
-  requeueReferenced,
+  renewBatchLeases,
+  confirmLeases,
+  fenceDeletes,
+  findNamingRows,
+  repairAfterDelete,
+  requeueNamed,
   type LedgerContext,
   type LedgerRow,
+  type NamingRow,
 } from '../ledger/state-machine.js';
 import { commitIsolated } from './commit-isolated.js';
 import { copyObjects, type CopyContext } from './copy-objects.js';
 import { bump } from './counters.js';
 import { deleteSources } from './delete-sources.js';
 import { verifyTargets } from './verify-targets.js';
+import { waitForOlderTransactions } from '../guard/guard.js';
 
 /** A worker's view of the world while it moves one batch. */
 export interface BatchContext {
@@ -36,22 +43,33 @@ export interface BatchContext {
  * Each step is a set operation over the batch, so the database work per
  * batch is a constant number of statements whatever its size.
  */
-export async function processBatch(ctx: BatchContext, rows: LedgerRow[]): Promise<void> {
+export async function processBatch(ctx: BatchContext, rows: LedgerRow[], claimedAt = Date.now()): Promise<void> {
   const { ledger, counters } = ctx;
   const { maxAttempts, backoffSeconds, leaseSeconds } = ctx.s3.config;
   const byId = new Map(rows.map((r) => [r.id, r]));
   // `maxFailures` 1 makes a failure terminal at once (nothing to retry).
   const fail = async (failures: Array<{ id: number; error: string }>, maxFailures = maxAttempts) => {
     if (failures.length === 0) return;
+    lease.release(failures);
     const result = await withDbRetry(() => recordFailures(ledger, failures, maxFailures, backoffSeconds));
     bump(counters, 'retriedSteps', result.filter((r) => r.state !== 'failed').length);
     bump(counters, 'failed', result.filter((r) => r.state === 'failed').length);
   };
 
   // A long batch (big multipart copies, a slow server) must not lose its
-  // lease to another worker halfway: renew it while we work.
+  // lease to another worker halfway: renew it while we work. The lease's
+  // deadline is also kept here, counted from when each claim or renewal was
+  // sent; a renewal that finds a key leased to another worker marks the
+  // lease lost, and the batch does no destructive step after that.
+  const lease = new LeaseClock(claimedAt, leaseSeconds);
   const heartbeat = setInterval(() => {
-    void withDbRetry(() => renewLeases(ledger, [...byId.keys()], leaseSeconds)).catch(() => undefined);
+    const sentAt = Date.now();
+    void withDbRetry(() => renewBatchLeases(ledger, [...byId.keys()].filter((id) => !lease.released.has(id)), leaseSeconds))
+      .then((renewed) => {
+        if (renewed.lost > 0) lease.lost = true;
+        else lease.renewedAt(sentAt);
+      })
+      .catch(() => undefined);
   }, Math.max(1_000, (leaseSeconds * 1000) / 3));
   heartbeat.unref();
   try {
@@ -64,7 +82,7 @@ export async function processBatch(ctx: BatchContext, rows: LedgerRow[]): Promis
     bump(counters, 'copied', copiedIds.length);
     for (const state of ['conflict', 'missing', 'archived'] as const) {
       const settled = outcomes.flatMap((o) => (o.kind === state ? [{ id: o.id, reason: o.reason }] : []));
-      bump(counters, state, (await withDbRetry(() => markUnmovable(ledger, state, settled))).length);
+      bump(counters, state, (await withDbRetry(() => markUnmovable(ledger, state, lease.release(settled)))).length);
     }
     await fail(outcomes.flatMap((o) => ((o.kind === 'failed' && !o.terminal) || o.kind === 'fatal' ? [{ id: o.id, error: o.error }] : [])));
     await fail(outcomes.flatMap((o) => (o.kind === 'failed' && o.terminal ? [{ id: o.id, error: o.error }] : [])), 1);
@@ -83,36 +101,125 @@ export async function processBatch(ctx: BatchContext, rows: LedgerRow[]): Promis
       await withDbRetry(() => parkDbUpdated(ledger, justCommitted.map((r) => r.id)));
       return;
     }
-    // A key claimed already in db_updated was committed by an earlier run (a
-    // --keep-source stage, or one that crashed): anything may have happened
-    // to its target since, so it is checked before the source goes.
-    const target = await verifyTargets(ctx.s3, rows.filter((r) => r.state === 'db_updated'));
-    bump(counters, 'failed', (await withDbRetry(() => refuseDelete(ledger, target.refused))).length);
+    // A key claimed already in db_updated (or deleting) was committed by an
+    // earlier run (a --keep-source stage, or one that crashed): anything may
+    // have happened to its target since, so it is checked before the source goes.
+    const target = await verifyTargets(ctx.s3, rows.filter((r) => r.state === 'db_updated' || r.state === 'deleting'));
+    bump(counters, 'failed', (await withDbRetry(() => refuseDelete(ledger, lease.release(target.refused)))).length);
     await fail(target.failed);
     if (target.fatal) throw new FatalError(target.fatal);
-    let toDelete = [...target.ok, ...justCommitted];
-    // Rows the application added since the plan may still name some
-    // sources: those keys are committed again (moving the new rows too) and
-    // checked again. An application that keeps adding rows for the same key
-    // gets three rounds; then the key waits for a later claim.
-    for (let round = 1; ledger.guardReferences && toDelete.length > 0; round++) {
-      const requeued = new Set(await withDbRetry(() => requeueReferenced(ledger, toDelete)));
-      if (requeued.size === 0) break;
-      bump(counters, 'requeued', requeued.size);
-      toDelete = toDelete.filter((r) => !requeued.has(r.id));
-      if (round === 3) {
-        await withDbRetry(() => releaseLeases(ledger, [...requeued]));
-        break;
-      }
-      const recommitted = await withDbRetry(() => commitRows(ledger, [...requeued]));
-      bump(counters, 'superseded', recommitted.filter((c) => c.state === 'superseded').length);
-      toDelete.push(...recommitted.filter((c) => c.state === 'db_updated').map((c) => byId.get(c.id)!));
+    const cleared = await fenceAndCheck(ctx, [...target.ok, ...justCommitted].map((r) => r.id), lease);
+    if (lease.lost || cleared.length === 0) {
+      await withDbRetry(() => releaseLeases(ledger, lease.release(cleared)));
+      return;
     }
-    const deleted = await deleteSources(ctx.s3, toDelete);
-    bump(counters, 'done', (await withDbRetry(() => markDone(ledger, deleted.deleted))).length);
+    // Fencing: only keys a statement confirms still leased to this worker,
+    // still deleting, with lease to spare, are deleted, and only while the
+    // local lease deadline (counted from when that statement was sent)
+    // leaves room for the request.
+    const sentAt = Date.now();
+    const confirmed = new Set(await withDbRetry(() => confirmLeases(ledger, cleared, 'deleting', leaseSeconds, lease.marginSeconds)));
+    lease.renewedAt(sentAt);
+    const toDelete = cleared.filter((id) => confirmed.has(id)).map((id) => byId.get(id)!);
+    const deleted = await deleteSources(ctx.s3, toDelete, { deadline: () => lease.deadline - lease.marginSeconds * 1000, lost: () => lease.lost });
+    const done = await withDbRetry(() => markDone(ledger, deleted.deleted));
+    bump(counters, 'done', done.length);
+    if (ledger.guard === 'index' && done.length > 0) {
+      // The index guard's remaining window: a row written by a transaction
+      // that began after the fence and committed between the check and the
+      // delete. Such rows are moved to the copy now.
+      bump(counters, 'repaired', await withDbRetry(() => repairAfterDelete(ledger, done)));
+    }
+    await withDbRetry(() => releaseLeases(ledger, lease.release(deleted.skipped)));
     await fail(deleted.failed);
     if (deleted.fatal) throw new FatalError(deleted.fatal);
   } finally {
     clearInterval(heartbeat);
   }
+}
+
+/**
+ * A batch's lease as the worker sees it: the deadline counted from when the
+ * last claim or renewal was SENT (the server's clock may have started it
+ * later, never earlier), and whether a renewal found a key taken.
+ */
+export class LeaseClock {
+  deadline: number;
+  lost = false;
+  /** Lease time a destructive step must have to spare: a tenth of the lease, 0.2 s to 10 s. */
+  readonly marginSeconds: number;
+  constructor(sentAt: number, readonly leaseSeconds: number) {
+    this.deadline = sentAt + leaseSeconds * 1000;
+    this.marginSeconds = Math.min(10, Math.max(0.2, leaseSeconds / 10));
+  }
+  /** Keys this batch gave back (released, failed, refused): not renewed, not counted as lost. */
+  readonly released = new Set<number>();
+  /** Marks keys as given back, before the statement that releases them is sent. */
+  release<T extends number | { id: number }>(items: T[]): T[] {
+    for (const item of items) this.released.add(typeof item === 'number' ? item : item.id);
+    return items;
+  }
+  renewedAt(sentAt: number): void {
+    this.deadline = Math.max(this.deadline, sentAt + this.leaseSeconds * 1000);
+  }
+}
+
+/**
+ * The delete fence (src/guard/guard.ts), up to three rounds: fence the keys
+ * (db_updated → deleting), wait until every transaction older than the
+ * fence has ended, then look at every row that could name each source.
+ * A row naming it exactly sends the key back to be committed (the row
+ * moves onto the copy) and fenced again; a row naming it in another
+ * spelling refuses the delete (the source stays). Returns the keys whose
+ * sources may be deleted; they stay `deleting` and leased.
+ */
+async function fenceAndCheck(ctx: BatchContext, ids: number[], lease: LeaseClock): Promise<number[]> {
+  const { ledger, counters } = ctx;
+  const byIndex = ledger.guard === 'index';
+  const cleared: number[] = [];
+  let candidates = ids;
+  for (let round = 1; candidates.length > 0 && !lease.lost; round++) {
+    const fenced = await withDbRetry(() => fenceDeletes(ledger, candidates, lease.marginSeconds));
+    // Keys not fenced (too little lease left) are given back for a later claim.
+    const unfenced = candidates.filter((id) => !fenced.includes(id));
+    await withDbRetry(() => releaseLeases(ledger, lease.release(unfenced)));
+    if (fenced.length === 0) break;
+    const wait = await withDbRetry(() => waitForOlderTransactions(ledger.db, (lease.leaseSeconds * 1000) / 3));
+    if (!wait.complete) {
+      // A transaction older than the fence is still open: give the keys
+      // back, fenced (their sources exist; new writes are redirected), for
+      // a later claim to wait again.
+      const note = `waiting for transactions older than the delete fence to end (pids ${(wait.blockers ?? []).join(', ')}); retried at the next claim`;
+      await withDbRetry(() => releaseFenced(ledger, lease.release(fenced), note));
+      break;
+    }
+    const named = await withDbRetry(() => findNamingRows(ledger, fenced, 'deleting', 'source', byIndex));
+    const spelled = new Map<number, NamingRow>();
+    const exact = new Map<number, string[]>();
+    for (const row of named) {
+      if (!row.canonical) {
+        if (!spelled.has(row.ledger_id)) spelled.set(row.ledger_id, row);
+      } else exact.set(row.ledger_id, [...(exact.get(row.ledger_id) ?? []), row.row_id]);
+    }
+    const refusals = [...spelled.values()].map((r) => ({
+      id: r.ledger_id,
+      reason: `row ${r.row_id} names the source as ${JSON.stringify(r.path)}; source kept`,
+    }));
+    bump(counters, 'failed', (await withDbRetry(() => refuseDelete(ledger, lease.release(refusals)))).length);
+    const again = [...exact.entries()].filter(([id]) => !spelled.has(id)).map(([id, rowIds]) => ({ id, rowIds }));
+    const requeued = new Set(await withDbRetry(() => requeueNamed(ledger, again)));
+    bump(counters, 'requeued', requeued.size);
+    cleared.push(...fenced.filter((id) => !spelled.has(id) && !exact.has(id)));
+    if (requeued.size === 0) break;
+    if (round === 3) {
+      // An application that keeps writing the old path for the same key:
+      // it waits for a later claim.
+      await withDbRetry(() => releaseLeases(ledger, lease.release([...requeued])));
+      break;
+    }
+    const recommitted = await withDbRetry(() => commitRows(ledger, [...requeued]));
+    bump(counters, 'superseded', recommitted.filter((c) => c.state === 'superseded').length);
+    candidates = recommitted.filter((c) => c.state === 'db_updated').map((c) => c.id);
+  }
+  return cleared;
 }

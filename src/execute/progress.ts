@@ -98,7 +98,7 @@ export async function startProgress(
   const names = stageCounters(options.stage);
   const live = await sql<{ n: number }>`
     select count(*)::int as n from ${sql.id(schema, 'migration_ledger')}
-    where state in ('pending', 'copied', 'db_updated') and state = any(${stageStates(options.stage) as unknown as string[]}::text[])
+    where state in ('pending', 'copied', 'db_updated', 'deleting') and state = any(${stageStates(options.stage) as unknown as string[]}::text[])
   `.execute(db);
   const ledgerTotal = live.rows[0]?.n ?? 0;
   const total = options.limit && options.limit > 0 ? Math.min(ledgerTotal, options.limit) : ledgerTotal;

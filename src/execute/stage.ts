@@ -23,8 +23,8 @@ export function stageStates(stage: ExecuteStage | undefined): readonly LiveState
     case 'keep-source':
       return ['pending', 'copied'];
     case 'delete-only':
-      return ['db_updated'];
+      return ['db_updated', 'deleting'];
     default:
-      return ['pending', 'copied', 'db_updated'];
+      return ['pending', 'copied', 'db_updated', 'deleting'];
   }
 }

@@ -14,6 +14,7 @@ import type { ExecuteConfig } from './execute-config.js';
 import { processBatch, type BatchContext } from './process-batch.js';
 import { stageStates } from './stage.js';
 import { attachTelemetry, instrumentS3Client, recordPgStatement } from './telemetry.js';
+import type { GuardMode } from '../guard/guard.js';
 
 /** What a worker thread hands to the main thread when it ends. */
 export interface WorkerResult {
@@ -29,8 +30,8 @@ export interface WorkerTask {
   config: ExecuteConfig;
   /** Ledger facts found by the main thread (`inspectTable`). */
   idCast: string;
-  /** Whether the path column has an index (`inspectTable`): see `LedgerContext.guardReferences`. */
-  guardReferences: boolean;
+  /** The delete guard chosen by the main thread (src/guard/guard.ts). */
+  guard: GuardMode;
   counters: Int32Array;
   /** The process's `--max-rps` bucket (`SharedRateBucket.buffer`), shared by all its threads; none without a cap. */
   rateBucket?: SharedArrayBuffer;
@@ -72,7 +73,8 @@ export async function runWorker(task: WorkerTask): Promise<WorkerResult> {
     idColumn: config.migrate.idColumn,
     pathColumn: config.migrate.pathColumn,
     idCast: task.idCast,
-    guardReferences: task.guardReferences,
+    guard: task.guard,
+    locations: { source: config.migrate.source, target: config.migrate.target },
     me: `${config.processId}/w${task.workerIndex}-t${threadId}`,
   };
   const ctx: BatchContext = { ledger, s3: { s3, limiter, stats, config }, counters };
@@ -85,6 +87,8 @@ export async function runWorker(task: WorkerTask): Promise<WorkerResult> {
     while (!stopping()) {
       const want = reserve(counters, config.batchSize, config.limit);
       if (want === 0) return;
+      // The lease is counted from when the claim was sent (see LeaseClock).
+      const claimedAt = Date.now();
       const rows = await withDbRetry(() => claimBatch(laneCtx.ledger, want, config.leaseSeconds, { states }));
       unreserve(counters, want, rows.length, config.limit);
       if (rows.length === 0) {
@@ -98,7 +102,7 @@ export async function runWorker(task: WorkerTask): Promise<WorkerResult> {
         continue;
       }
       try {
-        await processBatch(laneCtx, rows);
+        await processBatch(laneCtx, rows, claimedAt);
       } catch (err) {
         // Give unfinished rows back at once rather than after the lease.
         await releaseLeases(laneCtx.ledger, rows.map((r) => r.id)).catch(() => undefined);
@@ -161,7 +165,7 @@ async function hasLiveRows(ctx: LedgerContext, states: readonly LiveState[]): Pr
   const result = await withDbRetry(() =>
     sql<{ live: boolean }>`
       select exists (select 1 from ${sql.id(ctx.schema, 'migration_ledger')}
-                     where state in ('pending', 'copied', 'db_updated')
+                     where state in ('pending', 'copied', 'db_updated', 'deleting')
                        and state = any(${states as unknown as string[]}::text[])) as live
     `.execute(ctx.db),
   );

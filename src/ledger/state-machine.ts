@@ -5,9 +5,11 @@
  *           plan (insertPlannedKeys, bulkLoadQuery, recordListedPage)
  *             │
  *             ▼
- *   pending ──copy──▶ copied ──commitRows──▶ db_updated ──delete──▶ done
- *      │                 │ ▲  ◀──requeueReferenced──┘                 │
- *      │                 │ └───────── re-plan: a new row names it ────┤ (and superseded)
+ *   pending ──copy──▶ copied ──commitRows──▶ db_updated ──fenceDeletes──▶ deleting ──delete──▶ done
+ *      │                 │ ▲  ◀──────────────requeueNamed (a row still names it)┘  ▲ │ │
+ *      │                 │ │                     fenceDeletes again (a later claim) ┘ │ │
+ *      │                 │ │      refuseDelete (db_updated|deleting: a spelled row) ─▶ failed
+ *      │                 │ └───────── re-plan: a new row names it ───────────────────────┘ (and superseded)
  *      ├─▶ conflict      └─▶ superseded   (no row points at the key any more)
  *      ├─▶ missing       (copy, or plan --list: not in the listing)
  *      ├─▶ archived      (the source must be restored from an archive class first)
@@ -30,8 +32,13 @@
  *   pending -> archived     markUnmovable
  *   copied -> db_updated    commitRows
  *   copied -> superseded    commitRows
- *   db_updated -> copied    requeueReferenced
- *   db_updated -> done      markDone
+ *   db_updated -> deleting  fenceDeletes
+ *   deleting -> copied      requeueNamed
+ *   deleting -> done        markDone
+ *   deleting -> failed      recordFailures, refuseDelete, recordRevertFailures
+ *   failed -> deleting      requeueFailed, requeueRevertFailed
+ *   deleting -> reverting   revertRows
+ *   deleting -> reverted    revertRows
  *   pending -> failed       recordFailures
  *   copied -> failed        recordFailures
  *   db_updated -> failed    recordFailures, refuseDelete, recordRevertFailures
@@ -61,14 +68,23 @@
  * object: the copy exists before any row names it, and the source is
  * deleted only after the commit that moved every row off it.
  *
+ * `deleting` is the delete fence (src/guard/guard.ts): once a key is in it,
+ * the guard trigger rewrites any new write of its source path to its
+ * destination; the worker waits out every transaction older than the fence,
+ * checks every row that could name the key (`findNamingRows`), and only
+ * then deletes the source. A key given back mid-wait stays `deleting` (its
+ * source exists; the next claim fences and waits again).
+ *
  * The staged cutover (`execute --keep-source`, then `--delete-only`) parks
  * keys in db_updated (`parkDbUpdated`) and, when a target is no longer the
  * copy, refuses the delete (`refuseDelete`: db_updated → failed).
  *
  * `revert` walks the other way, with transitions of its own below:
  *
- *   db_updated ──rows back──▶ reverted            (the source never left)
+ *   db_updated|deleting ──rows back──▶ reverted   (the source never left)
  *   done ──copy back──▶ (done) ──rows back──▶ reverting ──delete target──▶ reverted
+ *   deleting (source gone) ──copy back──▶ (deleting) ──rows back──▶ reverting
+ *   reverting ──revertNamed (rows written since)──▶ reverting
  *   failed (a refused delete, failed_state db_updated) is treated as db_updated
  *
  * with the same order: the source exists (or is copied back) before any row
@@ -81,11 +97,13 @@
  * changes no state.
  */
 import { sql, type Kysely, type RawBuilder } from 'kysely';
+import type { LocationConfig } from '../config/config.js';
 import type { TableName } from '../config/identifiers.js';
+import type { GuardMode } from '../guard/guard.js';
 import { destinationKey, keyRefusal, type RefusalRules } from '../plan/key-refusal.js';
 
 /** The states `execute` works on: claimable by execute. */
-export const LIVE_STATES = ['pending', 'copied', 'db_updated'] as const;
+export const LIVE_STATES = ['pending', 'copied', 'db_updated', 'deleting'] as const;
 /** The states a key is left in part-way back: claimable by `revert` only. */
 export const REVERT_LIVE_STATES = ['reverting'] as const;
 /** Settled states: nothing more happens to the key unless asked (`--retry-failed`, a re-plan, `revert`). */
@@ -122,21 +140,23 @@ export const TRANSITIONS = {
   markCopied: [['pending', 'copied']],
   markUnmovable: [['pending', 'conflict'], ['pending', 'missing'], ['pending', 'archived']],
   commitRows: [['copied', 'db_updated'], ['copied', 'superseded']],
-  requeueReferenced: [['db_updated', 'copied']],
-  markDone: [['db_updated', 'done']],
-  recordFailures: [['pending', 'failed'], ['copied', 'failed'], ['db_updated', 'failed']],
+  // A key claimed again in `deleting` is fenced again: no state change.
+  fenceDeletes: [['db_updated', 'deleting']],
+  requeueNamed: [['deleting', 'copied']],
+  markDone: [['deleting', 'done']],
+  recordFailures: [['pending', 'failed'], ['copied', 'failed'], ['db_updated', 'failed'], ['deleting', 'failed']],
   requeueFailed: [
-    ['failed', 'pending'], ['failed', 'copied'], ['failed', 'db_updated'], ['failed', 'done'], ['failed', 'reverting'],
+    ['failed', 'pending'], ['failed', 'copied'], ['failed', 'db_updated'], ['failed', 'deleting'], ['failed', 'done'], ['failed', 'reverting'],
     ['archived', 'pending'],
   ],
-  refuseDelete: [['db_updated', 'failed']],
+  refuseDelete: [['db_updated', 'failed'], ['deleting', 'failed']],
   revertRows: [
-    ['db_updated', 'reverting'], ['db_updated', 'reverted'], ['done', 'reverting'], ['done', 'reverted'],
-    ['failed', 'reverting'], ['failed', 'reverted'],
+    ['db_updated', 'reverting'], ['db_updated', 'reverted'], ['deleting', 'reverting'], ['deleting', 'reverted'],
+    ['done', 'reverting'], ['done', 'reverted'], ['failed', 'reverting'], ['failed', 'reverted'],
   ],
   markReverted: [['reverting', 'reverted']],
-  recordRevertFailures: [['db_updated', 'failed'], ['done', 'failed'], ['reverting', 'failed']],
-  requeueRevertFailed: [['failed', 'db_updated'], ['failed', 'done'], ['failed', 'reverting']],
+  recordRevertFailures: [['db_updated', 'failed'], ['deleting', 'failed'], ['done', 'failed'], ['reverting', 'failed']],
+  requeueRevertFailed: [['failed', 'db_updated'], ['failed', 'deleting'], ['failed', 'done'], ['failed', 'reverting']],
 } as const satisfies Record<string, ReadonlyArray<readonly [FromState, LedgerState]>>;
 
 /** A claimed ledger row, as a worker sees it. */
@@ -166,12 +186,10 @@ export interface LedgerContext {
   idCast: string;
   /** This worker's lease owner id. */
   me: string;
-  /**
-   * Look for table rows added since the plan before deleting a source (see
-   * {@link requeueReferenced}); set when an index on the path column makes
-   * that cheap.
-   */
-  guardReferences?: boolean;
+  /** The delete guard in force (src/guard/guard.ts); `index` also looks rows up by path. */
+  guard?: GuardMode;
+  /** Source and target locations: the spellings of a key (`key_in`) name a bucket. */
+  locations?: { source: LocationConfig; target: LocationConfig };
 }
 
 /** Narrows a claim to a slice of the ledger (canaries, ranges). */
@@ -181,6 +199,8 @@ export interface ClaimFilter {
 }
 
 const ledger = (ctx: Pick<LedgerContext, 'schema'>) => sql.id(ctx.schema, 'migration_ledger');
+const late = (ctx: Pick<LedgerContext, 'schema'>) => sql.id(ctx.schema, 'late_references');
+const latePaths = (ctx: Pick<LedgerContext, 'schema'>) => sql.id(ctx.schema, 'late_paths');
 
 const appTable = (ctx: LedgerContext): RawBuilder<unknown> =>
   ctx.table.schema ? sql.id(ctx.table.schema, ctx.table.name) : sql.id(ctx.table.name);
@@ -202,7 +222,7 @@ export async function claimBatch(
   const result = await sql<LedgerRow>`
     with claimable as (
       select id from ${ledger(ctx)}
-      where state in ('pending', 'copied', 'db_updated')
+      where state in ('pending', 'copied', 'db_updated', 'deleting')
         and state = any(${states as unknown as string[]}::text[])
         and (locked_until is null or locked_until < now())
         and (not_before is null or not_before <= now())
@@ -230,6 +250,28 @@ export async function renewLeases(ctx: LedgerContext, ids: number[], leaseSecond
     where id = any(${ids}::bigint[]) and locked_by = ${ctx.me}
   `.execute(ctx.db);
   return Number(result.numAffectedRows ?? 0);
+}
+
+/**
+ * The heartbeat's renewal: extends the lease on the rows this worker still
+ * holds, and counts the rows of `ids` that another worker holds now. A
+ * worker that finds any (`lost` > 0) has lost part of its batch: it must do
+ * no destructive step for that batch (its keys may be another's now).
+ * Rows this worker released itself (locked_by null) are neither.
+ */
+export async function renewBatchLeases(ctx: LedgerContext, ids: number[], leaseSeconds: number): Promise<{ renewed: number; lost: number }> {
+  const result = await sql<{ renewed: number; lost: number }>`
+    with renewed as (
+      update ${ledger(ctx)}
+      set locked_until = now() + make_interval(secs => ${leaseSeconds})
+      where id = any(${ids}::bigint[]) and locked_by = ${ctx.me}
+      returning id
+    )
+    select (select count(*) from renewed)::int as renewed,
+           (select count(*) from ${ledger(ctx)}
+             where id = any(${ids}::bigint[]) and locked_by is not null and locked_by <> ${ctx.me})::int as lost
+  `.execute(ctx.db);
+  return result.rows[0] ?? { renewed: 0, lost: 0 };
 }
 
 /** pending → copied: the destination holds the object. */
@@ -269,10 +311,14 @@ export async function markUnmovable(
  * copied → db_updated (or superseded), together with the table update, in
  * one statement and so one transaction.
  *
- * Each referencing row is updated by primary key with a compare-and-set on
- * its path: a row the application changed since the plan is left alone and
- * recorded in `rows_skipped`. A key none of whose rows still pointed at it
- * is `superseded`: its copy stays, its source is not deleted.
+ * Each referencing row (`row_ids`, plus `late_references`: rows written
+ * since the plan, recorded by the guard trigger) is updated by primary key
+ * with a compare-and-set on its path: a row the application changed since
+ * is left alone and recorded in `rows_skipped`. `rows_updated` accumulates
+ * across commits (a key re-committed after `requeueNamed` keeps the rows
+ * its first commit moved, which `revert` needs). A key none of whose rows
+ * ever pointed at it is `superseded`: its copy stays, its source is not
+ * deleted.
  */
 export async function commitRows(ctx: LedgerContext, ids: number[]): Promise<Array<{ id: number; state: 'db_updated' | 'superseded' }>> {
   if (ids.length === 0) return [];
@@ -288,6 +334,12 @@ export async function commitRows(ctx: LedgerContext, ids: number[]): Promise<Arr
     refs as (
       select batch.id as ledger_id, batch.src_key, batch.dst_key, r.row_id
       from batch cross join unnest(batch.row_ids) as r(row_id)
+      union
+      select batch.id, batch.src_key, batch.dst_key, lr.row_id
+      from batch join ${late(ctx)} as lr on lr.ledger_id = batch.id
+      union
+      select batch.id, batch.src_key, batch.dst_key, lp.row_id
+      from batch join ${latePaths(ctx)} as lp on lp.src_key = batch.src_key
     ),
     moved as (
       update ${t} as t
@@ -306,71 +358,226 @@ export async function commitRows(ctx: LedgerContext, ids: number[]): Promise<Arr
             union all
             select id, null from batch) as u
       group by id
+    ),
+    judged as (
+      select l.id,
+             cardinality(l.row_ids) = 0 or o.moved_ids is not null or cardinality(coalesce(l.rows_updated, '{}')) > 0 as moved,
+             array(select distinct x from unnest(coalesce(l.rows_updated, '{}') || coalesce(o.moved_ids, '{}')) as x order by x) as all_moved
+      from ${ledger(ctx)} as l join outcome as o on o.id = l.id
     )
     update ${ledger(ctx)} as l
-    set state = case when cardinality(l.row_ids) = 0 or o.moved_ids is not null
-                     then 'db_updated' else 'superseded' end,
-        rows_updated = coalesce(o.moved_ids, '{}'),
-        rows_skipped = array(select x from unnest(l.row_ids) as x
-                             where x <> all(coalesce(o.moved_ids, '{}'))),
-        locked_by = case when cardinality(l.row_ids) = 0 or o.moved_ids is not null
-                         then l.locked_by end,
-        locked_until = case when cardinality(l.row_ids) = 0 or o.moved_ids is not null
-                            then l.locked_until end,
+    set state = case when j.moved then 'db_updated' else 'superseded' end,
+        rows_updated = j.all_moved,
+        rows_skipped = array(select x from unnest(l.row_ids) as x where x <> all(j.all_moved)),
+        locked_by = case when j.moved then l.locked_by end,
+        locked_until = case when j.moved then l.locked_until end,
         db_updated_at = now(),
         updated_at = now()
-    from outcome as o
-    where l.id = o.id
+    from judged as j
+    where l.id = j.id
     returning l.id, l.state
   `.execute(ctx.db);
   return result.rows;
 }
 
 /**
- * db_updated → copied, for keys that table rows outside the plan still name:
- * rows the application wrote with a legacy path after the plan. Their ids
- * join `row_ids` and the worker keeps the lease, so it can commit them
- * (`commitRows`) and check again before the source is deleted. Returns the
- * ids taken back; the caller deletes the sources of the others.
- *
- * One index lookup per key (`ctx.guardReferences` is set only when the path
- * column has an index). A row written between this statement and the delete
- * is not caught: the window is one DeleteObjects round trip, not the run.
+ * db_updated (or deleting, claimed again) → deleting: the delete fence. Only
+ * keys still leased to this worker with more than `marginSeconds` of lease
+ * left. From its commit on, the guard trigger rewrites every new write of
+ * the key's source path to its destination; the caller then waits out
+ * older transactions (`waitForOlderTransactions`) and checks the rows
+ * (`findNamingRows`) before any delete.
  */
-export async function requeueReferenced(ctx: LedgerContext, rows: Array<{ id: number; src_key: string }>): Promise<number[]> {
-  if (rows.length === 0) return [];
+export async function fenceDeletes(ctx: LedgerContext, ids: number[], marginSeconds: number): Promise<number[]> {
+  if (ids.length === 0) return [];
+  const result = await sql<{ id: number }>`
+    update ${ledger(ctx)}
+    set state = 'deleting', updated_at = now()
+    where id = any(${ids}::bigint[]) and locked_by = ${ctx.me} and state in ('db_updated', 'deleting')
+      and locked_until > now() + make_interval(secs => ${marginSeconds})
+    returning id
+  `.execute(ctx.db);
+  return result.rows.map((r) => r.id);
+}
+
+/** A table row that names a ledger key, as {@link findNamingRows} finds it. */
+export interface NamingRow {
+  ledger_id: number;
+  row_id: string;
+  path: string;
+  /** The row names the key exactly as the ledger spells it (not '/key', s3://, https://). */
+  canonical: boolean;
+}
+
+/**
+ * Read only: the table rows that still name each key's `side` path (its
+ * source for execute, its target for revert), in any spelling `key_in`
+ * recognises. Candidates are found by primary key (the key's `row_ids`,
+ * `rows_updated` and `late_references`) and, with `byIndex`, by an
+ * equality lookup of each spelling an index can find (the key, '/' + key,
+ * s3://bucket/key). Only keys leased to this worker in `state` count.
+ */
+export async function findNamingRows(
+  ctx: LedgerContext,
+  ids: number[],
+  state: 'deleting' | 'reverting',
+  side: 'source' | 'target',
+  byIndex: boolean,
+): Promise<NamingRow[]> {
+  if (ids.length === 0) return [];
+  const loc = ctx.locations?.[side];
+  if (!loc) throw new Error('findNamingRows needs ctx.locations');
   const t = appTable(ctx);
   const idCol = sql.id(ctx.idColumn);
   const pathCol = sql.id(ctx.pathColumn);
-  const result = await sql<{ id: number }>`
-    with referenced as (
-      select t.${pathCol}::text as src_key, array_agg(t.${idCol}::text) as row_ids
-      from ${t} as t
-      where t.${pathCol} = any(${rows.map((r) => r.src_key)}::text[])
-      group by 1
+  const keyCol = side === 'source' ? sql`src_key` : sql`dst_key`;
+  const keyIn = sql.id(ctx.schema, 'key_in');
+  const indexed = byIndex
+    ? sql`
+      union
+      select b.id, t.${idCol}::text
+      from batch as b join ${t} as t
+        on t.${pathCol} = any(array[b.key, '/' || b.key, ${`s3://${loc.bucket}/`} || b.key])`
+    : sql``;
+  const result = await sql<NamingRow>`
+    with batch as (
+      select id, src_key, ${keyCol} as key, row_ids || coalesce(rows_updated, '{}') as known
+      from ${ledger(ctx)}
+      where id = any(${ids}::bigint[]) and locked_by = ${ctx.me} and state = ${state}
+    ),
+    candidates as (
+      select b.id, r.row_id from batch as b cross join unnest(b.known) as r(row_id)
+      union
+      select lr.ledger_id, lr.row_id from ${late(ctx)} as lr where lr.ledger_id in (select id from batch)
+      union
+      select b.id, lp.row_id from batch as b join ${latePaths(ctx)} as lp on lp.src_key = b.src_key
+      ${indexed}
     )
+    select c.id as ledger_id, t.${idCol}::text as row_id, t.${pathCol}::text as path, t.${pathCol}::text = b.key as canonical
+    from candidates as c
+    join batch as b on b.id = c.id
+    join ${t} as t on t.${idCol} = c.row_id::${sql.raw(ctx.idCast)}
+    where ${keyIn}(t.${pathCol}::text, ${loc.bucket}, ${loc.prefix}) = b.key
+    order by 1, 2
+  `.execute(ctx.db);
+  return result.rows;
+}
+
+/**
+ * deleting → copied, for keys that rows still name (found by
+ * {@link findNamingRows}): the rows join `row_ids` and the worker keeps the
+ * lease, so it commits them (`commitRows`) and fences again. Returns the ids
+ * taken back.
+ */
+export async function requeueNamed(ctx: LedgerContext, rows: Array<{ id: number; rowIds: string[] }>): Promise<number[]> {
+  if (rows.length === 0) return [];
+  const result = await sql<{ id: number }>`
     update ${ledger(ctx)} as l
     set state = 'copied',
-        row_ids = array(select distinct x from unnest(l.row_ids || r.row_ids) as x order by x),
+        row_ids = array(select distinct x from unnest(l.row_ids || string_to_array(v.row_ids, ',')) as x order by x),
         updated_at = now()
-    from referenced as r
-    where l.src_key = r.src_key and l.id = any(${rows.map((r) => r.id)}::bigint[])
-      and l.locked_by = ${ctx.me} and l.state = 'db_updated'
+    from unnest(${rows.map((r) => r.id)}::bigint[], ${rows.map((r) => r.rowIds.join(','))}::text[]) as v(id, row_ids)
+    where l.id = v.id and l.locked_by = ${ctx.me} and l.state = 'deleting'
     returning l.id
   `.execute(ctx.db);
   return result.rows.map((r) => r.id);
 }
 
-/** db_updated → done: the source is deleted. The lease is released. */
+/**
+ * Confirms, just before a destructive S3 step, that each key is still leased
+ * to this worker, in `state`, with more than `marginSeconds` of its lease
+ * left, and renews the lease (`leaseSeconds` from now). Only the keys
+ * returned may be deleted; the caller counts its local lease deadline from
+ * when it sent this statement.
+ */
+export async function confirmLeases(
+  ctx: LedgerContext,
+  ids: number[],
+  state: 'deleting' | 'reverting',
+  leaseSeconds: number,
+  marginSeconds: number,
+): Promise<number[]> {
+  if (ids.length === 0) return [];
+  const result = await sql<{ id: number }>`
+    update ${ledger(ctx)}
+    set locked_until = now() + make_interval(secs => ${leaseSeconds})
+    where id = any(${ids}::bigint[]) and locked_by = ${ctx.me} and state = ${state}
+      and locked_until > now() + make_interval(secs => ${marginSeconds})
+    returning id
+  `.execute(ctx.db);
+  return result.rows.map((r) => r.id);
+}
+
+/**
+ * Gives fenced keys back, still `deleting`, when a transaction older than
+ * the fence outlived the wait: `note` (which backends) is kept in
+ * `last_error` for the operator; the next claim fences and waits again.
+ */
+export async function releaseFenced(ctx: LedgerContext, ids: number[], note: string): Promise<number> {
+  if (ids.length === 0) return 0;
+  const result = await sql`
+    update ${ledger(ctx)}
+    set locked_by = null, locked_until = null, last_error = ${note}, updated_at = now()
+    where id = any(${ids}::bigint[]) and locked_by = ${ctx.me} and state in ('deleting', 'reverting')
+  `.execute(ctx.db);
+  return Number(result.numAffectedRows ?? 0);
+}
+
+/** deleting → done: the source is deleted. The lease is released. */
 export async function markDone(ctx: LedgerContext, ids: number[]): Promise<number[]> {
   if (ids.length === 0) return [];
   const result = await sql<{ id: number }>`
     update ${ledger(ctx)}
     set state = 'done', done_at = now(), updated_at = now(), locked_by = null, locked_until = null, last_error = null
-    where id = any(${ids}::bigint[]) and locked_by = ${ctx.me} and state = 'db_updated'
+    where id = any(${ids}::bigint[]) and locked_by = ${ctx.me} and state = 'deleting'
     returning id
   `.execute(ctx.db);
   return result.rows.map((r) => r.id);
+}
+
+/**
+ * `index` guard only, after the delete: rows that name a deleted object
+ * (written by a transaction that began after the fence and committed
+ * between the check and the delete) are moved to the key's other side,
+ * which exists, by compare-and-set, in the spellings an index finds. For
+ * `source` (execute) the keys are `done` and rows go to the destination
+ * (recorded in `rows_updated`); for `target` (revert) the keys are
+ * `reverted` and rows go back to the source (recorded in `rows_reverted`).
+ * No state changes; returns the number of rows repaired.
+ */
+export async function repairAfterDelete(ctx: LedgerContext, ids: number[], side: 'source' | 'target' = 'source'): Promise<number> {
+  if (ids.length === 0) return 0;
+  const loc = ctx.locations?.[side];
+  if (!loc) throw new Error('repairAfterDelete needs ctx.locations');
+  const t = appTable(ctx);
+  const idCol = sql.id(ctx.idColumn);
+  const pathCol = sql.id(ctx.pathColumn);
+  const [gone, kept, state, record] =
+    side === 'source'
+      ? [sql`src_key`, sql`dst_key`, 'done', sql`rows_updated`]
+      : [sql`dst_key`, sql`src_key`, 'reverted', sql`rows_reverted`];
+  const result = await sql<{ n: number }>`
+    with keys as (
+      select id, ${gone} as gone, ${kept} as kept from ${ledger(ctx)} where id = any(${ids}::bigint[]) and state = ${state}
+    ),
+    moved as (
+      update ${t} as t
+      set ${pathCol} = keys.kept
+      from keys
+      where t.${pathCol} = any(array[keys.gone, '/' || keys.gone, ${`s3://${loc.bucket}/`} || keys.gone])
+      returning keys.id, t.${idCol}::text as row_id
+    ),
+    recorded as (
+      update ${ledger(ctx)} as l
+      set ${record} = array(select distinct x from unnest(coalesce(l.${record}, '{}') || m.row_ids) as x order by x),
+          updated_at = now()
+      from (select id, array_agg(row_id) as row_ids from moved group by id) as m
+      where l.id = m.id
+      returning 1
+    )
+    select count(*)::int as n from moved
+  `.execute(ctx.db);
+  return result.rows[0]?.n ?? 0;
 }
 
 /**
@@ -396,7 +603,7 @@ export async function recordFailures(
         locked_until = null,
         updated_at = now()
     from unnest(${failures.map((f) => f.id)}::bigint[], ${failures.map((f) => f.error)}::text[]) as v(id, error)
-    where l.id = v.id and l.locked_by = ${ctx.me} and l.state in ('pending', 'copied', 'db_updated')
+    where l.id = v.id and l.locked_by = ${ctx.me} and l.state in ('pending', 'copied', 'db_updated', 'deleting')
     returning l.id, l.state
   `.execute(ctx.db);
   return result.rows;
@@ -644,9 +851,11 @@ export async function parkDbUpdated(ctx: LedgerContext, ids: number[]): Promise<
 }
 
 /**
- * db_updated → failed, at once and without retries: the target is gone or
- * not the object that was copied, so deleting the source would leave the
- * rows naming nothing (or the wrong bytes). The source is kept; the reason
+ * db_updated (or deleting) → failed, at once and without retries: the
+ * target is gone or not the object that was copied, so deleting the source
+ * would leave the rows naming nothing (or the wrong bytes); or a row names
+ * the source in another spelling (a leading '/', a URL), which the
+ * compare-and-set commit does not rewrite. The source is kept; the reason
  * is in `last_error` (prefixed {@link DELETE_REFUSED}) and `failed_state` is
  * `db_updated`, so `execute --retry-failed` re-checks it once the target is
  * repaired, and `revert` can move the rows back to the intact source.
@@ -659,7 +868,7 @@ export async function refuseDelete(ctx: LedgerContext, rows: Array<{ id: number;
         last_error = ${DELETE_REFUSED} || ': ' || v.reason,
         locked_by = null, locked_until = null, updated_at = now()
     from unnest(${rows.map((r) => r.id)}::bigint[], ${rows.map((r) => r.reason)}::text[]) as v(id, reason)
-    where l.id = v.id and l.locked_by = ${ctx.me} and l.state = 'db_updated'
+    where l.id = v.id and l.locked_by = ${ctx.me} and l.state in ('db_updated', 'deleting')
     returning l.id
   `.execute(ctx.db);
   return result.rows.map((r) => r.id);
@@ -689,7 +898,7 @@ export interface RevertRow {
   id: number;
   src_key: string;
   dst_key: string;
-  state: 'db_updated' | 'done' | 'reverting' | 'failed';
+  state: 'db_updated' | 'deleting' | 'done' | 'reverting' | 'failed';
   src_size: number | null;
   src_etag: string | null;
   src_storage_class: string | null;
@@ -698,7 +907,7 @@ export interface RevertRow {
 
 /** Rows revert may take: moved (or part-way back), and not given up on. */
 const revertable = (maxFailures: number) => sql`
-  (state in ('db_updated', 'done', 'reverting') or (state = 'failed' and failed_state = 'db_updated'))
+  (state in ('db_updated', 'deleting', 'done', 'reverting') or (state = 'failed' and failed_state in ('db_updated', 'deleting')))
   and revert_failures < ${maxFailures}`;
 
 /**
@@ -709,8 +918,8 @@ const revertable = (maxFailures: number) => sql`
  */
 export async function ensureRevertIndex(ctx: Pick<LedgerContext, 'db' | 'schema'>): Promise<void> {
   await sql`
-    create index if not exists migration_ledger_revertable on ${ledger(ctx)} (id)
-    where state in ('db_updated', 'done', 'reverting', 'failed')
+    create index if not exists migration_ledger_revertable_v2 on ${ledger(ctx)} (id)
+    where state in ('db_updated', 'deleting', 'done', 'reverting', 'failed')
   `.execute(ctx.db);
 }
 
@@ -719,7 +928,7 @@ export async function claimRevert(ctx: LedgerContext, limit: number, leaseSecond
   const result = await sql<RevertRow>`
     with claimable as (
       select id from ${ledger(ctx)}
-      where state in ('db_updated', 'done', 'reverting', 'failed') and ${revertable(maxFailures)}
+      where state in ('db_updated', 'deleting', 'done', 'reverting', 'failed') and ${revertable(maxFailures)}
         and (locked_until is null or locked_until < now())
         and (not_before is null or not_before <= now())
       order by id
@@ -742,7 +951,7 @@ export async function claimRevert(ctx: LedgerContext, limit: number, leaseSecond
 export async function hasRevertable(ctx: Pick<LedgerContext, 'db' | 'schema'>, maxFailures: number): Promise<boolean> {
   const result = await sql<{ left: boolean }>`
     select exists (select 1 from ${ledger(ctx)}
-                   where state in ('db_updated', 'done', 'reverting', 'failed') and ${revertable(maxFailures)}) as left
+                   where state in ('db_updated', 'deleting', 'done', 'reverting', 'failed') and ${revertable(maxFailures)}) as left
   `.execute(ctx.db);
   return result.rows[0]?.left === true;
 }
@@ -771,7 +980,7 @@ export async function revertRows(
       from ${ledger(ctx)} as l
       join unnest(${keys.map((k) => k.id)}::bigint[], ${keys.map((k) => k.deleteTarget)}::boolean[]) as v(id, del) on v.id = l.id
       where l.locked_by = ${ctx.me}
-        and (l.state in ('db_updated', 'done') or (l.state = 'failed' and l.failed_state = 'db_updated'))
+        and (l.state in ('db_updated', 'deleting', 'done') or (l.state = 'failed' and l.failed_state in ('db_updated', 'deleting')))
       for update of l
     ),
     refs as (
@@ -796,7 +1005,7 @@ export async function revertRows(
     )
     update ${ledger(ctx)} as l
     set state = case when o.del then 'reverting' else 'reverted' end,
-        rows_reverted = coalesce(o.moved_ids, '{}'),
+        rows_reverted = array(select distinct x from unnest(coalesce(l.rows_reverted, '{}') || coalesce(o.moved_ids, '{}')) as x order by x),
         failed_state = null,
         last_error = null,
         reverted_at = case when o.del then null else now() end,
@@ -808,6 +1017,46 @@ export async function revertRows(
     returning l.id, l.state
   `.execute(ctx.db);
   return result.rows;
+}
+
+/**
+ * reverting → reverting: rows that still name the target (found by
+ * `findNamingRows` after the fence: rows the application wrote with the
+ * target path after cutover) are moved back to the source key, which
+ * exists, by primary key with a compare-and-set on the target path, and
+ * recorded in `rows_reverted`. Returns the rows moved.
+ */
+export async function revertNamed(ctx: LedgerContext, rows: Array<{ id: number; rowIds: string[] }>): Promise<number> {
+  if (rows.length === 0) return 0;
+  const t = appTable(ctx);
+  const idCol = sql.id(ctx.idColumn);
+  const pathCol = sql.id(ctx.pathColumn);
+  const result = await sql<{ n: number }>`
+    with batch as (
+      select l.id, l.src_key, l.dst_key, string_to_array(v.row_ids, ',') as row_ids
+      from ${ledger(ctx)} as l
+      join unnest(${rows.map((r) => r.id)}::bigint[], ${rows.map((r) => r.rowIds.join(','))}::text[]) as v(id, row_ids) on v.id = l.id
+      where l.locked_by = ${ctx.me} and l.state = 'reverting'
+      for update of l
+    ),
+    moved as (
+      update ${t} as t
+      set ${pathCol} = batch.src_key
+      from batch cross join unnest(batch.row_ids) as r(row_id)
+      where t.${idCol} = r.row_id::${sql.raw(ctx.idCast)} and t.${pathCol} = batch.dst_key
+      returning batch.id, t.${idCol}::text as row_id
+    ),
+    recorded as (
+      update ${ledger(ctx)} as l
+      set rows_reverted = array(select distinct x from unnest(coalesce(l.rows_reverted, '{}') || m.row_ids) as x order by x),
+          updated_at = now()
+      from (select id, array_agg(row_id) as row_ids from moved group by id) as m
+      where l.id = m.id
+      returning 1
+    )
+    select count(*)::int as n from moved
+  `.execute(ctx.db);
+  return result.rows[0]?.n ?? 0;
 }
 
 /** reverting → reverted: the target copy is deleted. The lease is released. */

@@ -13,7 +13,8 @@ import { out } from '../util/output.js';
 import type { ListResult } from './list-source.js';
 import type { PathLimit } from './key-refusal.js';
 import { countOutside, outsideTotal, type OutsideRows } from './outside.js';
-import { snapshotTable, type SnapshotResult } from './snapshot.js';
+import { recordSpelledReferences, snapshotTable, type SnapshotResult } from './snapshot.js';
+import { describePlannedGuard, guardStatus, installGuardTrigger, recordGuardSnapshot, snapshotClock, type GuardMode } from '../guard/guard.js';
 
 /** Options of `plan`. */
 export interface PlanOptions {
@@ -33,6 +34,10 @@ export interface PlanResult {
   /** Keys in the ledger after this plan. */
   total: number;
   states: Record<string, number>;
+  /** Rows naming a planned key in another spelling: their sources are kept while they do. */
+  spelled: number;
+  /** The guard the delete phase will use (src/guard/guard.ts). */
+  guard: GuardMode;
 }
 
 /**
@@ -59,8 +64,16 @@ export async function plan(config: MigrateConfig, options: PlanOptions): Promise
     try {
       await migrateLedger(db, schema);
       await bindLedgerConfig(db, config, 'plan');
+      // The guard trigger goes in BEFORE the snapshot: CREATE TRIGGER waits
+      // for every transaction that already wrote the table, so every write
+      // committed after it is recorded (or redirected) by the trigger, and
+      // the snapshot taken after it misses nothing.
+      await installGuardTrigger(db, config);
+      const guard = await guardStatus(db, config, tableInfo.hasPathIndex);
+      if (!options.json) out.info(describePlannedGuard(guard, config));
+      const snapshotAt = await snapshotClock(db);
       runId = await startRun(db, schema, options.list ? 'plan --list' : 'plan', describeConfig(config));
-      return await planInto(db, s3, url, config, options, runId, tableInfo.pathLimit);
+      return await planInto(db, s3, url, config, options, runId, tableInfo.pathLimit, { guard, snapshotAt });
     } catch (err) {
       // A ledger this command created is removed again; an existing one keeps what it had and the run is closed.
       if (!before.ledger) await discardNewLedger(db, schema, before).catch(() => undefined);
@@ -81,7 +94,9 @@ async function planInto(
   options: PlanOptions,
   runId: number,
   pathLimit: PathLimit | undefined,
+  guarding: { guard: Awaited<ReturnType<typeof guardStatus>>; snapshotAt: Awaited<ReturnType<typeof snapshotClock>> },
 ): Promise<PlanResult> {
+  const { guard, snapshotAt } = guarding;
   const schema = config.ledgerSchema;
   const ctx = { db, url, schema, table: config.table, idColumn: config.idColumn, pathColumn: config.pathColumn, pathLimit };
   // The count of rows outside both prefixes reads only the table: it runs
@@ -92,6 +107,11 @@ async function planInto(
   counting.catch(() => undefined); // awaited below; a snapshot failure wins
   const { snapshot, bulk } = await snapshotTable(ctx, config.source.prefix, config.target.prefix, runId);
   const outside = await counting;
+  // Rows naming a ledger key in another spelling ('/key', s3://, https://)
+  // are not moved, and their sources must not be deleted while they do:
+  // they are recorded so that the delete's check finds them by id.
+  const spelled = await recordSpelledReferences({ db, schema, table: config.table, idColumn: config.idColumn, pathColumn: config.pathColumn }, config.source);
+  if (guard.triggerInstalled) await recordGuardSnapshot(db, schema, snapshotAt);
   let listing: ListResult | undefined;
   if (options.list) {
     const { reconcileWithListing } = await import('./list-source.js');
@@ -109,7 +129,7 @@ async function planInto(
   const states = bulk && !listing ? bulkStates(snapshot) : await countStates(db, schema);
   const total = Object.values(states).reduce((a, b) => a + b, 0);
   await finishRun(db, schema, runId, 'succeeded', 0, { ...snapshot, ...(listing ? { listing } : {}), outside, total });
-  const result: PlanResult = { runId, snapshot, listing, outside, total, states };
+  const result: PlanResult = { runId, snapshot, listing, outside, total, states, spelled, guard: guard.triggerInstalled ? 'trigger' : guard.hasPathIndex ? 'index' : 'none' };
   if (options.json) out.result(JSON.stringify(result));
   else printPlan(config, result);
   return result;
@@ -129,6 +149,9 @@ function printPlan(config: MigrateConfig, result: PlanResult): void {
       `${snapshot.refused ? `, ${snapshot.refused} refused (see report)` : ''}; ` +
       `${result.total} keys in the ledger (${formatTableName(config.table)} under ${config.source.prefix})`,
   );
+  if (result.spelled > 0) {
+    out.result(`plan: ${result.spelled} rows name a planned key in another spelling ('/key', s3://, https://): those sources are kept while such a row names them`);
+  }
   const outside = outsideTotal(result.outside);
   if (outside > 0) {
     const o = result.outside;

@@ -312,3 +312,36 @@ function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
+
+/**
+ * Records (in `late_references`) every table row that names a ledger key in
+ * a spelling other than the key itself: a leading '/', s3://bucket/key, an
+ * http(s) URL naming the bucket (the ledger function `key_in`). Such rows
+ * are never rewritten, and the delete's check (`findNamingRows`) finds them
+ * by id and keeps their sources. One scan of the table, filtered on the
+ * spellings' first characters. Returns the number of such rows.
+ */
+export async function recordSpelledReferences(
+  ctx: Pick<LedgerContext, 'db' | 'schema' | 'table' | 'idColumn' | 'pathColumn'>,
+  source: { bucket: string; prefix: string },
+): Promise<number> {
+  const table = ctx.table.schema ? sql.id(ctx.table.schema, ctx.table.name) : sql.id(ctx.table.name);
+  const id = sql.id(ctx.idColumn);
+  const path = sql.id(ctx.pathColumn);
+  const result = await sql<{ n: number }>`
+    with spelled as (
+      select l.id as ledger_id, t.${id}::text as row_id
+      from ${table} as t
+      join ${sql.id(ctx.schema, 'migration_ledger')} as l
+        on l.src_key = ${sql.id(ctx.schema, 'key_in')}(t.${path}::text, ${source.bucket}, ${source.prefix})
+      where (starts_with(t.${path}, '/') or starts_with(t.${path}, 's3://') or starts_with(t.${path}, 'http'))
+    ),
+    added as (
+      insert into ${sql.id(ctx.schema, 'late_references')} (ledger_id, row_id)
+      select ledger_id, row_id from spelled
+      on conflict do nothing
+    )
+    select count(*)::int as n from spelled
+  `.execute(ctx.db);
+  return result.rows[0]?.n ?? 0;
+}

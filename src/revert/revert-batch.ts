@@ -5,7 +5,23 @@ import { judgeOriginal } from '../copy/judge-original.js';
 import { copyObject, type CopyContext } from '../execute/copy-objects.js';
 import { classifyS3Error, describeS3Error, s3ErrorCode, s3HttpStatus } from '../s3/errors.js';
 import { sendWithRetry } from '../s3/retry.js';
-import { markReverted, recordRevertFailures, revertRows, type LedgerContext, type LedgerRow, type RevertRow } from '../ledger/state-machine.js';
+import { LeaseTooShort } from '../execute/delete-sources.js';
+import {
+  confirmLeases,
+  findNamingRows,
+  markReverted,
+  recordRevertFailures,
+  releaseFenced,
+  releaseRevertLeases,
+  repairAfterDelete,
+  revertNamed,
+  revertRows,
+  type LedgerContext,
+  type LedgerRow,
+  type RevertRow,
+} from '../ledger/state-machine.js';
+import type { LeaseClock } from '../execute/process-batch.js';
+import { waitForOlderTransactions } from '../guard/guard.js';
 
 /** What one revert batch did, for the run's totals. */
 export interface RevertTally {
@@ -13,6 +29,10 @@ export interface RevertTally {
   copiedBack: number;
   reverted: number;
   failed: number;
+  /** Rows the application wrote with the target path after cutover, moved back before the target was deleted. */
+  rowsMovedBackLate: number;
+  /** Index guard: rows moved back after their target was deleted (its remaining window). */
+  repaired: number;
 }
 
 /** A revert worker's view: the ledger, the S3 side of `execute` with source and target swapped, and its budget. */
@@ -38,7 +58,7 @@ const isNotFound = (err: unknown) => {
  * delete. A key picks up at the state it was claimed in, so a revert killed
  * at any point resumes exactly.
  */
-export async function revertBatch(ctx: RevertContext, rows: RevertRow[], tally: RevertTally): Promise<void> {
+export async function revertBatch(ctx: RevertContext, rows: RevertRow[], tally: RevertTally, lease: LeaseClock): Promise<void> {
   const { ledger } = ctx;
   const fail = async (failures: Array<{ id: number; error: string }>, max: number) => {
     if (failures.length === 0) return;
@@ -61,14 +81,71 @@ export async function revertBatch(ctx: RevertContext, rows: RevertRow[], tally: 
   tally.rowsOnly += moved.filter((m) => m.state === 'reverted').length;
   tally.reverted += moved.filter((m) => m.state === 'reverted').length;
 
-  // 3. Delete the target copies no row names any more.
+  // 3. Delete the target copies no row names any more. The commit above
+  // (state reverting) is the fence: from it on, the guard trigger rewrites
+  // a write of the target path to the source. Every transaction older than
+  // it is waited out, then every row that could name the target is looked
+  // at and moved back (or the target is kept).
   const byId = new Map(rows.map((r) => [r.id, r]));
-  const toDelete = [...rows.filter((r) => r.state === 'reverting').map((r) => r.id), ...moved.filter((m) => m.state === 'reverting').map((m) => m.id)]
-    .map((id) => byId.get(id)!);
-  const deleted = await deleteTargets(ctx, toDelete);
-  tally.reverted += (await withDbRetry(() => markReverted(ledger, deleted.deleted))).length;
+  const fenced = [...rows.filter((r) => r.state === 'reverting').map((r) => r.id), ...moved.filter((m) => m.state === 'reverting').map((m) => m.id)];
+  const cleared = await checkTargets(ctx, fenced, lease, tally);
+  if (lease.lost || cleared.length === 0) {
+    await withDbRetry(() => releaseRevertLeases(ledger, cleared));
+    return;
+  }
+  const sentAt = Date.now();
+  const confirmed = new Set(await withDbRetry(() => confirmLeases(ledger, cleared, 'reverting', lease.leaseSeconds, lease.marginSeconds)));
+  lease.renewedAt(sentAt);
+  const toDelete = cleared.filter((id) => confirmed.has(id)).map((id) => byId.get(id)!);
+  const deleted = await deleteTargets(ctx, toDelete, lease);
+  const reverted = await withDbRetry(() => markReverted(ledger, deleted.deleted));
+  tally.reverted += reverted.length;
+  if (ledger.guard === 'index' && reverted.length > 0) tally.repaired += await withDbRetry(() => repairAfterDelete(ledger, reverted, 'target'));
+  await withDbRetry(() => releaseRevertLeases(ledger, deleted.skipped));
   await fail(deleted.failed, ctx.maxAttempts);
   if (deleted.fatal) throw new FatalError(deleted.fatal);
+}
+
+/**
+ * Waits out every transaction older than the fence (keys in `reverting`),
+ * then finds every row that still names each target: rows the application
+ * wrote with the target path after cutover, found by id (`rows_updated`,
+ * `late_references`) or, with the index guard, by path. Rows naming it
+ * exactly are moved back to the source by compare-and-set (up to three
+ * rounds); a row naming it in another spelling keeps the target (the key
+ * is given up on, with the row named). Returns the keys whose targets may
+ * be deleted.
+ */
+async function checkTargets(ctx: RevertContext, ids: number[], lease: LeaseClock, tally: RevertTally): Promise<number[]> {
+  const { ledger } = ctx;
+  let left = ids;
+  for (let round = 1; left.length > 0 && !lease.lost; round++) {
+    const wait = await withDbRetry(() => waitForOlderTransactions(ledger.db, (lease.leaseSeconds * 1000) / 3));
+    if (!wait.complete) {
+      const note = `waiting for transactions older than the revert fence to end (pids ${(wait.blockers ?? []).join(', ')}); retried at the next claim`;
+      await withDbRetry(() => releaseFenced(ledger, left, note));
+      return [];
+    }
+    const named = await withDbRetry(() => findNamingRows(ledger, left, 'reverting', 'target', ledger.guard === 'index'));
+    if (named.length === 0) return left;
+    const spelled = new Map<number, string>();
+    const exact = new Map<number, string[]>();
+    for (const row of named) {
+      if (!row.canonical) spelled.set(row.ledger_id, `row ${row.row_id} names the target as ${JSON.stringify(row.path)}: target kept`);
+      else exact.set(row.ledger_id, [...(exact.get(row.ledger_id) ?? []), row.row_id]);
+    }
+    const given = await withDbRetry(() => recordRevertFailures(ledger, [...spelled].map(([id, error]) => ({ id, error })), 1, ctx.backoffSeconds));
+    tally.failed += given.filter((r) => r.state === 'failed').length;
+    const back = [...exact].filter(([id]) => !spelled.has(id)).map(([id, rowIds]) => ({ id, rowIds }));
+    tally.rowsMovedBackLate += await withDbRetry(() => revertNamed(ledger, back));
+    left = left.filter((id) => !spelled.has(id));
+    if (round === 3) {
+      const busy = left.filter((id) => exact.has(id));
+      await withDbRetry(() => releaseRevertLeases(ledger, busy));
+      return left.filter((id) => !exact.has(id));
+    }
+  }
+  return left;
 }
 
 /**
@@ -122,15 +199,25 @@ async function ensureSource(ctx: RevertContext, row: RevertRow): Promise<Step> {
 }
 
 /** Deletes target copies, 1,000 keys a request; per-key errors fail those keys only. */
-async function deleteTargets(ctx: RevertContext, rows: RevertRow[]): Promise<{ deleted: number[]; failed: Array<{ id: number; error: string }>; fatal?: string }> {
-  const outcome: { deleted: number[]; failed: Array<{ id: number; error: string }>; fatal?: string } = { deleted: [], failed: [] };
+async function deleteTargets(
+  ctx: RevertContext,
+  rows: RevertRow[],
+  lease: LeaseClock,
+): Promise<{ deleted: number[]; failed: Array<{ id: number; error: string }>; skipped: number[]; fatal?: string }> {
+  const outcome: { deleted: number[]; failed: Array<{ id: number; error: string }>; skipped: number[]; fatal?: string } = { deleted: [], failed: [], skipped: [] };
   const bucket = ctx.back.config.migrate.source.bucket;
   for (let i = 0; i < rows.length; i += 1_000) {
     const chunk = rows.slice(i, i + 1_000);
     try {
-      const result = await sendWithRetry(ctx.back.limiter, ctx.back.stats, () =>
-        ctx.back.s3.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: chunk.map((r) => ({ Key: r.dst_key })), Quiet: true } })),
-      );
+      // Fencing, as for execute's deletes: sent only while the lease, counted
+      // locally from the confirming statement, leaves room for the request.
+      const result = await sendWithRetry(ctx.back.limiter, ctx.back.stats, () => {
+        const left = lease.deadline - lease.marginSeconds * 1000 - Date.now();
+        if (lease.lost || left <= 0) throw new LeaseTooShort();
+        return ctx.back.s3.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: chunk.map((r) => ({ Key: r.dst_key })), Quiet: true } }), {
+          abortSignal: AbortSignal.timeout(Math.min(left, 60_000)),
+        });
+      });
       const errors = new Map((result.Errors ?? []).map((e) => [e.Key, `${e.Code ?? 'Error'}: ${e.Message ?? ''}`.trim()]));
       for (const row of chunk) {
         const error = errors.get(row.dst_key);
@@ -138,6 +225,10 @@ async function deleteTargets(ctx: RevertContext, rows: RevertRow[]): Promise<{ d
         else outcome.deleted.push(row.id);
       }
     } catch (err) {
+      if (err instanceof LeaseTooShort) {
+        outcome.skipped.push(...chunk.map((r) => r.id));
+        continue;
+      }
       const error = `delete target: ${describeS3Error(err)}`;
       if (classifyS3Error(err) === 'fatal') outcome.fatal = error;
       for (const row of chunk) outcome.failed.push({ id: row.id, error });

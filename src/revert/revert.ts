@@ -6,6 +6,9 @@ import { migrateLedger } from '../db/migrate.js';
 import { withDbRetry } from '../db/retry.js';
 import { inspectTable } from '../db/table-info.js';
 import { UsageError } from '../errors.js';
+import { sql } from 'kysely';
+import { LeaseClock } from '../execute/process-batch.js';
+import { chooseGuard, describeGuard, guardStatus, type GuardMode } from '../guard/guard.js';
 import type { ExecuteConfig } from '../execute/execute-config.js';
 import { bindLedgerConfig, ledgerExists } from '../ledger/ledger-config.js';
 import { releaseLeasesOfGoneRuns, watchGoneRuns } from '../ledger/gone-runs.js';
@@ -17,7 +20,7 @@ import {
   hasRevertable,
   listRevertFailed,
   releaseRevertLeases,
-  renewLeases,
+  renewBatchLeases,
   requeueRevertFailed,
 } from '../ledger/state-machine.js';
 import { createS3Client } from '../s3/client.js';
@@ -43,6 +46,8 @@ export interface RevertConfig {
   limit: number;
   retryFailed: boolean;
   quiet: boolean;
+  /** `--delete-unguarded`: delete target copies even without a guard (trigger or index). */
+  deleteUnguarded?: boolean;
   processId: string;
   /** Serve Prometheus metrics on this port while the run lasts (`--metrics-port`). */
   metricsPort?: number;
@@ -85,6 +90,19 @@ export async function revert(config: RevertConfig): Promise<number> {
     const table = await inspectTable(db, config.migrate.table, config.migrate.idColumn, config.migrate.pathColumn);
     await checkLocation(s3, config.migrate.source, 'SOURCE_BUCKET');
     await checkLocation(s3, config.migrate.target, 'TARGET_BUCKET');
+    // The guard for the target deletes (src/guard/guard.ts), decided before
+    // anything is changed. A revert that deletes no target (every key still
+    // has its source) needs none.
+    const guarding = await guardStatus(db, config.migrate, table.hasPathIndex);
+    const deletesTargets = (
+      await sql<{ found: boolean }>`
+        select exists (select 1 from ${sql.id(schema, 'migration_ledger')} where state in ('done', 'deleting', 'reverting')) as found
+      `.execute(db)
+    ).rows[0]?.found === true;
+    const guard: GuardMode = deletesTargets
+      ? chooseGuard(guarding, config.migrate, 'revert', config.deleteUnguarded === true)
+      : guarding.triggerCovered ? 'trigger' : guarding.hasPathIndex ? 'index' : 'none';
+    out.info(describeGuard(guard, config.migrate));
     // Before the run is recorded: a port in use must not leave a run 'running'.
     let keys: () => Record<string, number> = () => ({});
     if (config.metricsPort !== undefined) {
@@ -106,7 +124,7 @@ export async function revert(config: RevertConfig): Promise<number> {
     );
     metrics?.setRunId(runId);
     addLogFields({ run_id: runId });
-    const tally: RevertTally = { rowsOnly: 0, copiedBack: 0, reverted: 0, failed: 0 };
+    const tally: RevertTally = { rowsOnly: 0, copiedBack: 0, reverted: 0, failed: 0, rowsMovedBackLate: 0, repaired: 0 };
     keys = () => ({ reverted: tally.reverted, copiedBack: tally.copiedBack, rowsOnly: tally.rowsOnly, revertFailed: tally.failed });
     const heartbeat = startHeartbeat(db, schema, runId, () => ({ ...tally }));
     const reaper = watchGoneRuns(db, schema);
@@ -124,6 +142,8 @@ export async function revert(config: RevertConfig): Promise<number> {
         pathColumn: config.migrate.pathColumn,
         idCast: table.idCast,
         me: `${config.processId}/revert`,
+        guard,
+        locations: { source: config.migrate.source, target: config.migrate.target },
       };
       // The copy back is execute's copy with source and target swapped.
       const back: ExecuteConfig = {
@@ -153,6 +173,7 @@ export async function revert(config: RevertConfig): Promise<number> {
         while (!signal) {
           const want = config.limit > 0 ? Math.min(config.batchSize, config.limit - claimed) : config.batchSize;
           if (want <= 0) break;
+          const claimedAt = Date.now();
           const rows = await withDbRetry(() => claimRevert(ledger, want, config.leaseSeconds, config.maxAttempts));
           claimed += rows.length;
           if (rows.length === 0) {
@@ -161,11 +182,20 @@ export async function revert(config: RevertConfig): Promise<number> {
             continue;
           }
           const ids = rows.map((r) => r.id);
+          // The lease as this process sees it (see LeaseClock): a renewal that
+          // finds a key taken stops the batch's destructive steps.
+          const lease = new LeaseClock(claimedAt, config.leaseSeconds);
           const heartbeat = setInterval(() => {
-            void withDbRetry(() => renewLeases(ledger, ids, config.leaseSeconds)).catch(() => undefined);
+            const sentAt = Date.now();
+            void withDbRetry(() => renewBatchLeases(ledger, ids, config.leaseSeconds))
+              .then((renewed) => {
+                if (renewed.lost > 0) lease.lost = true;
+                else lease.renewedAt(sentAt);
+              })
+              .catch(() => undefined);
           }, Math.max(1_000, (config.leaseSeconds * 1000) / 3));
           try {
-            await revertBatch(ctx, rows, tally);
+            await revertBatch(ctx, rows, tally, lease);
           } catch (err) {
             await releaseRevertLeases(ledger, ids).catch(() => undefined);
             throw err;
@@ -187,6 +217,8 @@ export async function revert(config: RevertConfig): Promise<number> {
         `revert: ${tally.reverted} keys reverted in ${formatDuration(seconds)} (${tally.copiedBack} copied back, ` +
           `${tally.rowsOnly} with their source still in place: rows only); ${stats.requests} S3 requests`,
       );
+      if (tally.rowsMovedBackLate > 0) out.info(`${tally.rowsMovedBackLate} rows written with a target path after cutover were moved back before their target was deleted`);
+      if (tally.repaired > 0) out.info(`${tally.repaired} rows written between the reference check and the delete were moved back after it (the index guard's window)`);
       out.info(`ledger: ${Object.entries(states).map(([s, n]) => `${s} ${n}`).join(', ') || 'empty'}`);
       const given = await listRevertFailed({ db, schema }, config.maxAttempts);
       if (given.total > 0) {
