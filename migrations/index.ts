@@ -3,6 +3,7 @@ import { ledgerMigration } from './0001-ledger.js';
 import { auditViewsMigration } from './0002-audit-views.js';
 import { archivedStateMigration } from './0004-archived.js';
 import { revertMigration } from './0005-revert.js';
+import { claimByStateMigration } from './0010-claim-by-state.js';
 
 /**
  * The ledger schema's migrations, in order. Names are numbered so that
@@ -14,5 +15,6 @@ export function ledgerMigrations(schema: string): Record<string, Migration> {
     '0002-audit-views': auditViewsMigration(schema),
     '0004-archived': archivedStateMigration(schema),
     '0005-revert': revertMigration(schema),
+    '0010-claim-by-state': claimByStateMigration(schema),
   };
 }
