@@ -4,6 +4,7 @@ import { auditViewsMigration } from './0002-audit-views.js';
 import { archivedStateMigration } from './0004-archived.js';
 import { revertMigration } from './0005-revert.js';
 import { claimByStateMigration } from './0010-claim-by-state.js';
+import { ledgerCountsMigration } from './0010-ledger-counts.js';
 
 /**
  * The ledger schema's migrations, in order. Names are numbered so that
@@ -16,5 +17,6 @@ export function ledgerMigrations(schema: string): Record<string, Migration> {
     '0004-archived': archivedStateMigration(schema),
     '0005-revert': revertMigration(schema),
     '0010-claim-by-state': claimByStateMigration(schema),
+    '0010-ledger-counts': ledgerCountsMigration(schema),
   };
 }

@@ -7,12 +7,17 @@
  * filters out, more than a small multiple of the batch, and the buffers
  * touched are bounded by the batch. Before migration 0010 the claim's
  * index scan filtered out all 900,000 parked rows.
+ *
+ * On the same ledger, `report`'s figures agree with count(*) and none of its
+ * statements reads the ledger but through the index of the keys it lists:
+ * its cost does not grow with the ledger (migration 0010-ledger-counts).
  */
 import { Kysely, PostgresDialect, type CompiledQuery } from 'kysely';
 import pg from 'pg';
 import t from 'tap';
 import { hasLiveRows } from '../src/execute/worker-loop.js';
-import { claimBatch, type LedgerContext } from '../src/ledger/state-machine.js';
+import { ALL_STATES, claimBatch, type LedgerContext } from '../src/ledger/state-machine.js';
+import { collectReport } from '../src/report/collect-report.js';
 import { runCli } from './helpers/cli.js';
 import { setupTestEnv } from './helpers/services.js';
 
@@ -108,4 +113,47 @@ t.test('a --keep-source claim and the live-rows probe stay O(batch) with 900,000
   // A full claim takes the furthest-along keys first.
   const full = await claimBatch(ctx, 10, 600);
   t.ok(full.every((r) => r.state === 'db_updated'), 'a full claim takes db_updated keys before pending ones');
+
+  // report on the same ledger: its figures agree with count(*), and none of
+  // its statements reads the ledger beyond the few keys it lists.
+  await admin.query(`update bucket_migrate.migration_ledger set state = 'failed', last_error = 'copy failed: ETag "' || id || '" changed' where id between 950001 and 950030`);
+  await admin.query(`update bucket_migrate.migration_ledger set state = 'missing', last_error = 'not found in the source listing' where id between 960001 and 960005`);
+  captured.length = 0;
+  const report = await collectReport(db, 'bucket_migrate');
+  const truth = await admin.query<{ state: string; n: number }>('select state, count(*)::int as n from bucket_migrate.migration_ledger group by state');
+  const expected = Object.fromEntries(ALL_STATES.map((s) => [s, 0])) as Record<string, number>;
+  for (const row of truth.rows) expected[row.state] = row.n;
+  t.same(report.states, expected, 'report states = count(*) per state');
+  t.equal(report.planned, ROWS);
+  const attempts = await admin.query<{ attempts: number; n: number }>('select attempts, count(*)::int as n from bucket_migrate.migration_ledger group by 1 order by 1');
+  t.same(report.attempts, attempts.rows.map((r) => ({ attempts: r.attempts, keys: r.n })), 'attempts = count(*) per attempts');
+  const leased = await admin.query<{ owner: string; n: number }>(
+    `select locked_by as owner, count(*)::int as n from bucket_migrate.migration_ledger where locked_by is not null and state in ('pending', 'copied', 'db_updated') group by 1 order by 1`,
+  );
+  t.same(
+    report.leases.owners.map((o) => ({ owner: o.owner, n: o.keys })).sort((a, b) => a.owner.localeCompare(b.owner)),
+    leased.rows,
+    'lease owners = count(*) per owner',
+  );
+  t.same(report.errors.map((e) => [e.error, e.keys, e.states]), [
+    ['copy failed: ETag "…" changed', 30, { failed: 30 }],
+    ['not found in the source listing', 5, { missing: 5 }],
+  ]);
+  t.equal(report.exceptions.failed.keys.length, 20, 'lists the first failed keys');
+  t.equal(report.exceptions.failed.keys[0]!.id, 950001);
+  const reportStatements = [...captured];
+  t.ok(reportStatements.length > 3);
+  let ledgerBuffers = 0;
+  for (const statement of reportStatements) {
+    const nodes = await explainAnalyzed(statement);
+    const onLedger = nodes.filter((n) => n['Relation Name'] === 'migration_ledger');
+    t.ok(
+      onLedger.every((n) => /^Index (Only )?Scan$/.test(n['Node Type']) && n['Index Name'] === 'migration_ledger_exceptions'),
+      `report reads the ledger only through the exceptions index: ${onLedger.map(describe).join('; ') || 'not at all'}`,
+    );
+    ledgerBuffers += onLedger.reduce((sum, n) => sum + (n['Shared Hit Blocks'] ?? 0) + (n['Shared Read Blocks'] ?? 0), 0);
+    const handled = Math.max(...nodes.map((n) => (n['Actual Rows'] ?? 0) * (n['Actual Loops'] ?? 1)));
+    t.ok(handled <= 1_000, `no node of a report statement handles more than 1,000 rows (${handled}): ${statement.sql.slice(0, 80).replace(/\s+/g, ' ')}`);
+  }
+  t.ok(ledgerBuffers <= 200, `report touched ${ledgerBuffers} ledger buffers in all`);
 });

@@ -1,15 +1,19 @@
 import os from 'node:os';
 import { sql, type Kysely } from 'kysely';
 import { out } from '../util/output.js';
+import { readStateCounts, settledTotal } from './ledger-counts.js';
 
 /**
  * The runs table: one row per command run, with its configuration (already
  * redacted by `describeConfig`) and its counts, for audits.
  */
 export async function startRun(db: Kysely<any>, schema: string, command: string, config: Record<string, unknown>): Promise<number> {
+  // settledAtStart: keys already settled when the run began, so `report`
+  // can tell what its execute runs settled without reading the ledger.
   const result = await sql<{ id: number }>`
-    insert into ${sql.id(schema, 'runs')} (command, host, pid, config)
-    values (${command}, ${os.hostname()}, ${process.pid}, ${JSON.stringify(config)}::jsonb)
+    insert into ${sql.id(schema, 'runs')} (command, host, pid, config, counts)
+    values (${command}, ${os.hostname()}, ${process.pid}, ${JSON.stringify(config)}::jsonb,
+            jsonb_build_object('settledAtStart', ${settledTotal(schema)}))
     returning id
   `.execute(db);
   return result.rows[0]!.id;
@@ -31,12 +35,9 @@ export async function finishRun(
   `.execute(db);
 }
 
-/** Ledger rows per state, for summaries. */
+/** Ledger rows per state, for summaries: from `ledger_counts`, no scan. */
 export async function countStates(db: Kysely<any>, schema: string): Promise<Record<string, number>> {
-  const result = await sql<{ state: string; n: number }>`
-    select state, count(*)::int as n from ${sql.id(schema, 'migration_ledger')} group by state
-  `.execute(db);
-  return Object.fromEntries(result.rows.map((r) => [r.state, r.n]));
+  return readStateCounts(db, schema);
 }
 
 /** How a run ended, as recorded in `runs` and returned as the exit code. */

@@ -36,7 +36,8 @@ export interface PlanResult {
  */
 export async function plan(config: MigrateConfig, options: PlanOptions): Promise<PlanResult> {
   const url = requireDatabaseUrl(config);
-  const db = createDatabase({ url, max: 2 });
+  // Listing ranges reconcile their pages at once (plan --list): a few connections.
+  const db = createDatabase({ url, max: 6 });
   try {
     await checkConnection(db, url);
     const schema = config.ledgerSchema;
@@ -61,7 +62,7 @@ export async function plan(config: MigrateConfig, options: PlanOptions): Promise
         import('../s3/preflight.js'),
         import('./list-source.js'),
       ]);
-      const s3 = createS3Client(config.s3, { maxSockets: 4 });
+      const s3 = createS3Client(config.s3, { maxSockets: 32 });
       try {
         await checkLocation(s3, config.source, 'SOURCE_BUCKET');
         listing = await reconcileWithListing(
