@@ -14,6 +14,8 @@ import { snapshotTable, type SnapshotResult } from './snapshot.js';
 export interface PlanOptions {
   /** Also list the source bucket (`--list`). */
   list: boolean;
+  /** Or read this S3 Inventory report as the listing (`--inventory s3://.../manifest.json`). */
+  inventory?: string;
   orphans: 'move' | 'skip';
   json: boolean;
 }
@@ -44,7 +46,7 @@ export async function plan(config: MigrateConfig, options: PlanOptions): Promise
     await inspectTable(db, config.table, config.idColumn, config.pathColumn);
     await migrateLedger(db, schema);
     await bindLedgerConfig(db, config, 'plan');
-    const runId = await startRun(db, schema, options.list ? 'plan --list' : 'plan', describeConfig(config));
+    const runId = await startRun(db, schema, options.inventory ? 'plan --inventory' : options.list ? 'plan --list' : 'plan', describeConfig(config));
     const ctx = { db, url, schema, table: config.table, idColumn: config.idColumn, pathColumn: config.pathColumn };
     // The count of rows outside both prefixes reads only the table: it runs
     // on the pool's other connection while the snapshot's reader is still
@@ -55,24 +57,26 @@ export async function plan(config: MigrateConfig, options: PlanOptions): Promise
     const { snapshot, bulk } = await snapshotTable(ctx, config.source.prefix, config.target.prefix, runId);
     const outside = await counting;
     let listing: ListResult | undefined;
-    if (options.list) {
+    if (options.list || options.inventory) {
       // The AWS SDK is loaded only for --list: a plain plan never talks to S3.
-      const [{ createS3Client }, { checkLocation }, { reconcileWithListing }] = await Promise.all([
+      const [{ createS3Client }, { checkLocation }, { reconcileWithListing }, { reconcileWithInventory }] = await Promise.all([
         import('../s3/client.js'),
         import('../s3/preflight.js'),
         import('./list-source.js'),
+        import('./inventory.js'),
       ]);
       const s3 = createS3Client(config.s3, { maxSockets: 32 });
       try {
-        await checkLocation(s3, config.source, 'SOURCE_BUCKET');
-        listing = await reconcileWithListing(
-          ctx,
-          s3,
-          { bucket: config.source.bucket, sourcePrefix: config.source.prefix, targetPrefix: config.target.prefix, orphans: options.orphans, runId },
-          (listed) => {
-            if (!options.json && listed % 100_000 === 0) out.info(`plan --list: ${listed} objects listed`);
-          },
-        );
+        const listConfig = { bucket: config.source.bucket, sourcePrefix: config.source.prefix, targetPrefix: config.target.prefix, orphans: options.orphans, runId };
+        const progress = (listed: number) => {
+          if (!options.json && listed % 100_000 === 0) out.info(`plan: ${listed} objects ${options.inventory ? 'read from the inventory' : 'listed'}`);
+        };
+        if (options.inventory) {
+          listing = await reconcileWithInventory(ctx, s3, options.inventory, listConfig, progress);
+        } else {
+          await checkLocation(s3, config.source, 'SOURCE_BUCKET');
+          listing = await reconcileWithListing(ctx, s3, listConfig, progress);
+        }
       } finally {
         s3.destroy();
       }
