@@ -4,7 +4,7 @@ import { sql } from 'kysely';
 import { createDatabase } from '../db/database.js';
 import { withDbRetry } from '../db/retry.js';
 import { FatalError, explainDbError, oneLine } from '../errors.js';
-import { claimableIds } from '../ledger/claim-scan.js';
+import { anyInStates } from '../ledger/claim-scan.js';
 import { claimBatch, releaseLeases, type LedgerContext, type LiveState } from '../ledger/state-machine.js';
 import { createS3Client } from '../s3/client.js';
 import { AdaptiveLimiter } from '../s3/limiter.js';
@@ -142,7 +142,7 @@ function unreserve(counters: Int32Array, wanted: number, got: number, limit: num
 export async function hasLiveRows(ctx: LedgerContext, states: readonly LiveState[]): Promise<boolean> {
   const result = await withDbRetry(() =>
     sql<{ live: boolean }>`
-      select exists (select 1 from ${claimableIds(sql.id(ctx.schema, 'migration_ledger'), states, 1, sql`true`, false)} as x) as live
+      select ${anyInStates(sql.id(ctx.schema, 'migration_ledger'), states)} as live
     `.execute(ctx.db),
   );
   return result.rows[0]?.live === true;

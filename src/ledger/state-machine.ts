@@ -113,7 +113,6 @@ export async function claimBatch(
       states,
       limit,
       sql`(l.locked_until is null or l.locked_until < now()) and (l.not_before is null or l.not_before <= now())`,
-      true,
     )}
     update ${ledger(ctx)} as l
     set locked_by = ${ctx.me},
