@@ -598,12 +598,21 @@ async function main(): Promise<void> {
       }
       // rclone move as a peer (server-side copies between the same buckets).
       if (!interrupted && rcloneInstalled()) {
-        const seconds = await rcloneMove(s3, here, there);
-        await verifyMoved('rclone move', here, there);
-        await query(dbUrl, `update avatars set path = $2 || substr(path, length($1) + 1) where starts_with(path, $1)`, [here.prefix, there.prefix]);
-        flip();
-        rclone.push(options.count / seconds);
-        log(`rclone move: ${(options.count / seconds).toFixed(0)} objects/s`);
+        const seconds = await rcloneMove(s3, here, there).catch(async (err: unknown) => {
+          // Refused before moving anything (its configuration): the figure is left out.
+          if ((await countObjects(client, there)) === 0) {
+            log(`rclone move failed before moving anything, left out: ${err instanceof Error ? err.message.split('\n').slice(-2).join(' ') : String(err)}`);
+            return undefined;
+          }
+          throw err;
+        });
+        if (seconds !== undefined) {
+          await verifyMoved('rclone move', here, there);
+          await query(dbUrl, `update avatars set path = $2 || substr(path, length($1) + 1) where starts_with(path, $1)`, [here.prefix, there.prefix]);
+          flip();
+          rclone.push(options.count / seconds);
+          log(`rclone move: ${(options.count / seconds).toFixed(0)} objects/s`);
+        }
       }
       // The default commands, as users run them: plan (no --list), then execute.
       if (!interrupted) {

@@ -47,8 +47,11 @@ export async function rcloneMove(
   to: { bucket: string; prefix: string },
   transfers = 64,
 ): Promise<number> {
+  // No AWS_* from this environment (an AWS_CA_BUNDLE, say, would make rclone
+  // load a CA bundle for a plain-HTTP endpoint and fail): only the remote below.
+  const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('AWS_') && !name.startsWith('RCLONE_')));
   const env = {
-    ...process.env,
+    ...inherited,
     RCLONE_CONFIG_BM_TYPE: 's3',
     RCLONE_CONFIG_BM_PROVIDER: 'Minio',
     RCLONE_CONFIG_BM_ENDPOINT: s3.endpoint,
