@@ -27,9 +27,11 @@ export const COUNT_SHARDS = 8;
  * them. A statement upserts its counters in one order, so two statements
  * cannot deadlock on them. The cost is one small aggregate over the batch's
  * old and new row versions per statement, in the same transaction, so the
- * counts are exact at every commit. A bulk load sets
- * `bucket_migrate.skip_counts` and writes the counts itself (plan's first
- * load knows them). TRUNCATE of the ledger empties the counts.
+ * counts are exact at every commit. Plan's first bulk load disables the
+ * insert trigger inside its transaction (a transition table of every row
+ * would be collected even if the function returned at once) and writes the
+ * counts itself; `bucket_migrate.skip_counts = on` also makes the functions
+ * return at once. TRUNCATE of the ledger empties the counts.
  *
  * The initial counts of an existing ledger take one scan here, once.
  */

@@ -33,7 +33,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { DeleteBucketCommand, DeleteObjectsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import pg from 'pg';
 import { DEFAULT_DEST_CHECK } from '../src/execute/execute-config.js';
 import { createS3Client } from '../src/s3/client.js';
@@ -754,6 +754,7 @@ async function main(): Promise<void> {
     if (options.listingCount > 0 && !interrupted) {
       const C = buckets[2]!;
       log(`listing: seeding ${options.listingCount} one-byte objects`);
+      await client.send(new CreateBucketCommand({ Bucket: C })).catch(() => undefined);
       const keys = await seedListing(client, C, 'list/', options.listingCount);
       const proxy = await startFaultProxy(s3.endpoint, { latencyMs: 30 });
       const slow = createS3Client({ endpoint: proxy.endpoint, region: s3.region, forcePathStyle: true }, { maxSockets: 4 * options.listRanges });

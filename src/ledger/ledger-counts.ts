@@ -24,7 +24,7 @@ export const settledTotal = (schema: string) =>
 
 /**
  * Sets `ledger_counts` for a ledger just bulk-loaded with the counting
- * triggers off (`bucket_migrate.skip_counts`): every row is new, never
+ * trigger disabled: every row is new, never
  * claimed, and either pending or refused (failed). One scan of the refused
  * rows (rare), the rest from `added`. Returns the refused count.
  */

@@ -239,8 +239,10 @@ async function bulkLoad(
     for (const index of indexes.rows) await run(writer, sql`drop index ${sql.id(ctx.schema, index.name)}`);
     const primaryKey = await dropPrimaryKey((query) => run(writer, query), ctx.schema);
     const freeze = await truncateForFreeze((query) => run(writer, query), ctx.schema);
-    // The counting triggers stand aside for the load; its counts are known (below).
-    await writer.query(`set local bucket_migrate.skip_counts = 'on'`);
+    // The counting trigger stands aside for the load (disabled, so no
+    // transition table of every row is even collected); its counts are
+    // known (below). This transaction holds the table exclusively.
+    await run(writer, sql`alter table ${ledger} disable trigger ledger_counts_insert`);
     const sink = writer.query(
       copyFrom(
         `copy ${ledgerName} (src_key, dst_key, row_ids, planned_run_id, state, last_error, failed_state) from stdin` +
@@ -252,6 +254,7 @@ async function bulkLoad(
     // Refused keys are rare; counting them afterwards is one scan of a
     // frozen table, cheaper than counting them on the way through. The
     // same scan seeds ledger_counts.
+    await run(writer, sql`alter table ${ledger} enable trigger ledger_counts_insert`);
     const refused = await seedBulkLoadCounts((query) => run(writer, query), ctx.schema, added);
     if (primaryKey) await run(writer, sql`alter table ${ledger} add constraint ${sql.id(primaryKey.name)} ${sql.raw(primaryKey.definition)}`);
     // pg_get_indexdef gives back each index exactly: name, uniqueness, predicate.
