@@ -82,6 +82,8 @@ t.test('plan --inventory reads an S3 Inventory report as the listing', async (t)
   t.equal(otherBucket.code, 2, 'an inventory of another bucket: exit 2');
   t.match(otherBucket.stderr, /lists bucket someone-elses-bucket, not SOURCE_BUCKET/);
   t.notMatch(otherBucket.stderr, /\n\s+at /, 'no stack trace');
+  const ledgerMade = await client.query<{ made: boolean }>(`select to_regclass('bucket_migrate.migration_ledger') is not null as made`);
+  t.equal(ledgerMade.rows[0]!.made, false, 'refused before the ledger was created: nothing half-applied');
 
   const badMd5 = await runCli(['plan', '--inventory', `s3://${env.targetBucket}/${base}/bad-md5/manifest.json`], { env: env.env, timeoutMs: 120_000 });
   t.equal(badMd5.code, 1, 'a data file that fails its MD5: the plan stops');

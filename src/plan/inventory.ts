@@ -72,24 +72,14 @@ export async function reconcileWithInventory(
   manifestUrl: string,
   config: ListConfig,
   onPage?: (listed: number) => void,
+  read?: InventoryManifest,
 ): Promise<ListResult> {
   const where = parseManifestUrl(manifestUrl);
-  const limiter = new AdaptiveLimiter({ maxInFlight: FILES_AT_ONCE + 1 });
-  const stats: RequestStats = { requests: 0, retries: 0, throttles: 0 };
-  const get = (key: string) =>
-    sendWithRetry(limiter, stats, () => s3.send(new GetObjectCommand({ Bucket: where.bucket, Key: key }))).catch((err: unknown) => {
-      throw new FatalError(`reading the inventory s3://${where.bucket}/${key} failed: ${describeS3Error(err)}`);
-    });
-
-  const manifestObject = await get(where.key);
-  const manifest = parseManifest(await manifestObject.Body!.transformToString(), manifestUrl);
-  if (manifest.sourceBucket !== config.bucket) {
-    throw new UsageError(`--inventory ${manifestUrl} lists bucket ${manifest.sourceBucket}, not SOURCE_BUCKET ${config.bucket}: give that bucket's inventory`);
-  }
+  const get = getter(s3, where.bucket);
+  const manifest = read ?? (await readInventoryManifest(s3, manifestUrl, config.bucket));
   const columns = manifest.fileSchema.split(',').map((c) => c.trim());
   const column = (name: string) => columns.indexOf(name);
   const at = { key: column('Key'), size: column('Size'), etag: column('ETag'), storageClass: column('StorageClass'), isLatest: column('IsLatest'), deleteMarker: column('IsDeleteMarker') };
-  if (at.key < 0) throw new UsageError(`--inventory ${manifestUrl}: its fileSchema has no Key column`);
 
   const result: ListResult = { listed: 0, orphansAdded: 0, orphansSkipped: 0, missing: 0 };
   const dir = await mkdtemp(path.join(os.tmpdir(), 'bucket-migrate-inventory-'));
@@ -135,6 +125,34 @@ export async function reconcileWithInventory(
   }
   result.missing = await markUnlistedMissing(ctx, config.runId);
   return result;
+}
+
+/** GetObject with retries, failures as one line. */
+function getter(s3: S3Client, bucket: string) {
+  const limiter = new AdaptiveLimiter({ maxInFlight: FILES_AT_ONCE + 1 });
+  const stats: RequestStats = { requests: 0, retries: 0, throttles: 0 };
+  return (key: string) =>
+    sendWithRetry(limiter, stats, () => s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }))).catch((err: unknown) => {
+      throw new FatalError(`reading the inventory s3://${bucket}/${key} failed: ${describeS3Error(err)}`);
+    });
+}
+
+/**
+ * Reads and checks the manifest at `manifestUrl`: CSV, a Key column, and
+ * `sourceBucket` = `bucket`. `plan` calls this before touching the ledger,
+ * so a wrong inventory changes nothing.
+ */
+export async function readInventoryManifest(s3: S3Client, manifestUrl: string, bucket: string): Promise<InventoryManifest> {
+  const where = parseManifestUrl(manifestUrl);
+  const object = await getter(s3, where.bucket)(where.key);
+  const manifest = parseManifest(await object.Body!.transformToString(), manifestUrl);
+  if (manifest.sourceBucket !== bucket) {
+    throw new UsageError(`--inventory ${manifestUrl} lists bucket ${manifest.sourceBucket}, not SOURCE_BUCKET ${bucket}: give that bucket's inventory`);
+  }
+  if (!manifest.fileSchema.split(',').map((c) => c.trim()).includes('Key')) {
+    throw new UsageError(`--inventory ${manifestUrl}: its fileSchema has no Key column`);
+  }
+  return manifest;
 }
 
 /** Checks manifest.json's shape; one line naming the problem otherwise. */

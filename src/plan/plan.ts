@@ -44,6 +44,17 @@ export async function plan(config: MigrateConfig, options: PlanOptions): Promise
     await checkConnection(db, url);
     const schema = config.ledgerSchema;
     await inspectTable(db, config.table, config.idColumn, config.pathColumn);
+    // A wrong inventory (another bucket, not CSV) is refused before the ledger changes.
+    let manifest: import('./inventory.js').InventoryManifest | undefined;
+    if (options.inventory) {
+      const [{ createS3Client }, { readInventoryManifest }] = await Promise.all([import('../s3/client.js'), import('./inventory.js')]);
+      const s3 = createS3Client(config.s3, { maxSockets: 4 });
+      try {
+        manifest = await readInventoryManifest(s3, options.inventory, config.source.bucket);
+      } finally {
+        s3.destroy();
+      }
+    }
     await migrateLedger(db, schema);
     await bindLedgerConfig(db, config, 'plan');
     const runId = await startRun(db, schema, options.inventory ? 'plan --inventory' : options.list ? 'plan --list' : 'plan', describeConfig(config));
@@ -72,7 +83,7 @@ export async function plan(config: MigrateConfig, options: PlanOptions): Promise
           if (!options.json && listed % 100_000 === 0) out.info(`plan: ${listed} objects ${options.inventory ? 'read from the inventory' : 'listed'}`);
         };
         if (options.inventory) {
-          listing = await reconcileWithInventory(ctx, s3, options.inventory, listConfig, progress);
+          listing = await reconcileWithInventory(ctx, s3, options.inventory, listConfig, progress, manifest);
         } else {
           await checkLocation(s3, config.source, 'SOURCE_BUCKET');
           listing = await reconcileWithListing(ctx, s3, listConfig, progress);
