@@ -39,7 +39,8 @@ export function ledgerCountsMigration(schema: string): Migration {
   const t = (name: string) => sql.id(schema, name);
   const ledger = t('migration_ledger');
   const counts = t('ledger_counts');
-  const live = sql`('pending', 'copied', 'db_updated')`;
+  // Unsettled: the forward live states and revert's `reverting` (as UNSETTLED_STATES).
+  const live = sql`('pending', 'copied', 'db_updated', 'reverting')`;
   // The counters of one set of row versions `r`, each with weight `w`.
   const deltas = (rows: string, w: number) => sql`
     select 'state' as kind, r.state as label, '' as st, ${sql.lit(w)} as d, null::timestamptz as u from ${sql.raw(rows)} r

@@ -1,7 +1,6 @@
 import type { S3Client } from '@aws-sdk/client-s3';
-import { sql } from 'kysely';
 import type { LedgerContext } from '../ledger/state-machine.js';
-import { markUnlistedMissing } from '../ledger/state-machine.js';
+import { markUnlistedMissing, recordListedPage } from '../ledger/state-machine.js';
 import { DEFAULT_LIST_RANGES, ledgerBoundaries, rangesBetween } from '../listing/key-ranges.js';
 import { forEachRangePage } from '../listing/list-ranges.js';
 import type { RequestStats } from '../s3/retry.js';
@@ -61,41 +60,22 @@ export async function reconcileWithListing(
   return result;
 }
 
-/** Records one page of listed objects in the ledger (one statement). */
+/** Records one page of listed objects in the ledger (one statement: `recordListedPage`). */
 export async function reconcilePage(
   ctx: Pick<LedgerContext, 'db' | 'schema'>,
   config: ListConfig,
   objects: Array<{ Key?: string; Size?: number; ETag?: string; StorageClass?: string }>,
 ): Promise<Omit<ListResult, 'missing'>> {
-  const ledger = sql.id(ctx.schema, 'migration_ledger');
-  const keys = objects.map((o) => o.Key!);
-  const sizes = objects.map((o) => o.Size ?? null);
-  const etags = objects.map((o) => o.ETag ?? null);
-  const classes = objects.map((o) => o.StorageClass ?? 'STANDARD');
-  const counts = await sql<{ inserted: number; seen: number }>`
-    with listed as (
-      select * from unnest(${keys}::text[], ${sizes}::bigint[], ${etags}::text[], ${classes}::text[])
-        as v(src_key, size, etag, storage_class)
-    ),
-    known as (
-      update ${ledger} as l
-      set src_size = listed.size, src_etag = listed.etag, src_storage_class = listed.storage_class,
-          listed_run_id = ${config.runId}, updated_at = now()
-      from listed where l.src_key = listed.src_key
-      returning l.src_key
-    ),
-    orphans as (
-      insert into ${ledger} (src_key, dst_key, row_ids, src_size, src_etag, src_storage_class, listed_run_id, planned_run_id)
-      select listed.src_key, ${config.targetPrefix} || substr(listed.src_key, ${config.sourcePrefix.length} + 1), '{}',
-             listed.size, listed.etag, listed.storage_class, ${config.runId}, ${config.runId}
-      from listed
-      where ${config.orphans === 'move'} and not exists (select 1 from ${ledger} as l where l.src_key = listed.src_key)
-      on conflict (src_key) do nothing
-      returning src_key
-    )
-    select (select count(*) from orphans)::int as inserted, (select count(*) from known)::int as seen
-  `.execute(ctx.db);
-  const row = counts.rows[0]!;
+  const row = await recordListedPage(
+    ctx,
+    {
+      keys: objects.map((o) => o.Key!),
+      sizes: objects.map((o) => o.Size ?? null),
+      etags: objects.map((o) => o.ETag ?? null),
+      storageClasses: objects.map((o) => o.StorageClass ?? 'STANDARD'),
+    },
+    { sourcePrefix: config.sourcePrefix, targetPrefix: config.targetPrefix, orphans: config.orphans, runId: config.runId },
+  );
   return {
     listed: objects.length,
     orphansAdded: row.inserted,

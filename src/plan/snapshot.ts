@@ -5,17 +5,10 @@ import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { quoteIdent } from '../config/identifiers.js';
 import { FatalError, oneLine } from '../errors.js';
 import { seedBulkLoadCounts } from '../ledger/ledger-counts.js';
-import type { LedgerContext } from '../ledger/state-machine.js';
+import { bulkLoadQuery, insertPlannedKeys, type LedgerContext, type PlannedKeys } from '../ledger/state-machine.js';
 
 /** What one snapshot added to the ledger. */
-export interface SnapshotResult {
-  /** New keys. */
-  added: number;
-  /** Existing keys that gained referencing ids. */
-  extended: number;
-  /** Of the new keys, those refused at once (control characters, too long). */
-  refused: number;
-}
+export type SnapshotResult = PlannedKeys;
 
 type SnapshotContext = Pick<LedgerContext, 'db' | 'schema' | 'table' | 'idColumn' | 'pathColumn'> & {
   /** The database URL: the bulk load opens its own two connections. */
@@ -54,36 +47,8 @@ export async function snapshotTable(
 ): Promise<{ snapshot: SnapshotResult; bulk: boolean }> {
   const loaded = await bulkLoad(ctx, sourcePrefix, targetPrefix, runId);
   if (loaded) return { snapshot: loaded, bulk: true };
-  const ledger = sql.id(ctx.schema, 'migration_ledger');
-  // Only keys that are new or gained ids reach the upsert: a re-plan of an
-  // unchanged million-key table is one hash join, not a million speculative
-  // insertions.
-  const result = await sql<SnapshotResult>`
-    with ${judgedRefs(ctx, sourcePrefix, targetPrefix)},
-    changed as (
-      select judged.* from judged left join ${ledger} as known on known.src_key = judged.src_key
-      where known.id is null or not (judged.row_ids <@ known.row_ids)
-    ),
-    upserted as (
-      insert into ${ledger} as l (src_key, dst_key, row_ids, planned_run_id, state, last_error, failed_state)
-      select src_key, dst_key, row_ids, ${runId},
-             case when refusal is null then 'pending' else 'failed' end, refusal,
-             case when refusal is null then null else 'pending' end
-      from changed
-      order by src_key
-      on conflict (src_key) do update
-        set row_ids = array(select distinct x from unnest(l.row_ids || excluded.row_ids) as x order by x),
-            state = case when l.state in ('done', 'superseded') then 'copied' else l.state end,
-            updated_at = now()
-        where not (excluded.row_ids <@ l.row_ids)
-      returning (xmax = 0) as inserted, l.state
-    )
-    select count(*) filter (where inserted)::int as added,
-           count(*) filter (where not inserted)::int as extended,
-           count(*) filter (where inserted and state = 'failed')::int as refused
-    from upserted
-  `.execute(ctx.db);
-  return { snapshot: result.rows[0]!, bulk: false };
+  const snapshot = await insertPlannedKeys(ctx, judgedRefs(ctx, sourcePrefix, targetPrefix), runId);
+  return { snapshot, bulk: false };
 }
 
 /**
@@ -243,12 +208,7 @@ async function bulkLoad(
     // transition table of every row is even collected); its counts are
     // known (below). This transaction holds the table exclusively.
     await run(writer, sql`alter table ${ledger} disable trigger ledger_counts_insert`);
-    const sink = writer.query(
-      copyFrom(
-        `copy ${ledgerName} (src_key, dst_key, row_ids, planned_run_id, state, last_error, failed_state) from stdin` +
-          (freeze ? ' with (freeze)' : ''),
-      ),
-    );
+    const sink = writer.query(copyFrom(bulkLoadQuery(ctx, sql``, runId, freeze).sink.compile(ctx.db).sql));
     await pipeline(source, sink);
     const added = sink.rowCount ?? 0;
     // Refused keys are rare; counting them afterwards is one scan of a
@@ -287,17 +247,7 @@ async function bulkLoad(
  * (correct whatever standard_conforming_strings says).
  */
 function copySelect(ctx: SnapshotContext, sourcePrefix: string, targetPrefix: string, runId: number): string {
-  if (!Number.isSafeInteger(runId)) throw new Error(`bad run id ${runId}`);
-  const query = sql`
-    copy (
-      with ${judgedRefs(ctx, sourcePrefix, targetPrefix, literal)}
-      select src_key, dst_key, row_ids, ${sql.raw(String(runId))},
-             case when refusal is null then 'pending' else 'failed' end, refusal,
-             case when refusal is null then null else 'pending' end
-      from judged
-      order by src_key
-    ) to stdout
-  `.compile(ctx.db);
+  const query = bulkLoadQuery(ctx, judgedRefs(ctx, sourcePrefix, targetPrefix, literal), runId, false).source.compile(ctx.db);
   if (query.parameters.length > 0) throw new Error('COPY query has bind parameters');
   return query.sql;
 }

@@ -1,7 +1,7 @@
 import os from 'node:os';
 import { sql, type Kysely } from 'kysely';
 import { readStateCounts } from '../ledger/ledger-counts.js';
-import { ALL_STATES, type LedgerState } from '../ledger/state-machine.js';
+import { ALL_STATES, UNSETTLED_STATES, type LedgerState } from '../ledger/state-machine.js';
 import {
   KEYS_PER_STATE,
   LISTED_STATES,
@@ -55,7 +55,7 @@ export async function collectReport(db: Kysely<any>, schema: string): Promise<Re
   const states = Object.fromEntries(ALL_STATES.map((s) => [s, 0])) as Record<LedgerState, number>;
   for (const [state, n] of Object.entries(stateCounts)) states[state as LedgerState] = n;
   const planned = Object.values(states).reduce((a, b) => a + b, 0);
-  const remaining = states.pending + states.copied + states.db_updated;
+  const remaining = UNSETTLED_STATES.reduce((n, s) => n + states[s], 0);
   const settled = planned - remaining;
 
   const owners = (await sql<{ owner: string; keys: number; locked_until: Date; expired: boolean }>`

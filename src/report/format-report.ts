@@ -72,7 +72,11 @@ export function formatReport(report: Report): string[] {
   lines.push('', `runs (${report.runs.length}):`);
   for (const r of report.runs) {
     const status =
-      r.status === 'running' && r.processAlive === false ? 'running (process gone: killed or crashed)' : r.status;
+      r.status === 'running' && r.processAlive === false
+        ? 'running (process gone: killed or crashed)'
+        : r.status === 'lost'
+          ? 'lost (process gone: killed or crashed; its leases were released)'
+          : r.status;
     const duration = r.seconds !== null ? formatDuration(r.seconds) : '-';
     const counts = typeof r.counts.keysDone === 'number' ? `, ${r.counts.keysDone} keys` : typeof r.counts.total === 'number' ? `, ${r.counts.total} keys planned` : '';
     lines.push(`  #${r.id} ${r.command.padEnd(12)} ${status}, exit ${r.exitCode ?? '-'}, started ${r.startedAt}, took ${duration}${counts}, ${r.host ?? '?'} pid ${r.pid ?? '?'}`);

@@ -1,10 +1,11 @@
 import { sql } from 'kysely';
 import { readStateCounts } from '../ledger/ledger-counts.js';
+import { UNSETTLED_STATES, stateIn } from '../ledger/state-machine.js';
 import { iso } from '../report/collect-report.js';
 import { Findings, MAX_LISTED, checkResult, plural, type CheckResult } from './validate-types.js';
 import { ledgerTable, type ValidateContext } from './validate-context.js';
 
-export const LEDGER_SETTLED = 'the ledger has no key left in a non-terminal state (pending, copied, db_updated, reverting)';
+export const LEDGER_SETTLED = `the ledger has no key left in a non-terminal state (${UNSETTLED_STATES.join(', ')})`;
 
 /**
  * Check 4: every key reached a terminal state. Live keys are listed with
@@ -14,11 +15,11 @@ export const LEDGER_SETTLED = 'the ledger has no key left in a non-terminal stat
 export async function checkLedgerSettled(ctx: ValidateContext): Promise<CheckResult> {
   const ledger = ledgerTable(ctx.config);
   // `reverting`: a revert stopped half-way (rows back, target not yet deleted).
-  const live = sql`state in ('pending', 'copied', 'db_updated', 'reverting')`;
+  const live = stateIn(UNSETTLED_STATES);
   // From ledger_counts: no scan of the ledger (migration 0010-ledger-counts).
   const states = await readStateCounts(ctx.db, ctx.config.ledgerSchema);
   const total = Object.values(states).reduce((a, b) => a + b, 0);
-  const count = ['pending', 'copied', 'db_updated', 'reverting'].reduce((a, s) => a + (states[s] ?? 0), 0);
+  const count = UNSETTLED_STATES.reduce((a, s) => a + (states[s] ?? 0), 0);
   const failures = new Findings();
   const stale: Array<{ owner: string; keys: number; lockedUntil: string }> = [];
   if (count > 0) {

@@ -10,9 +10,13 @@
  * A row still naming a source key at (2) named it during (1) too (rows only
  * ever move off the source), and its source object may be deleted only after
  * the row moved, so it must be in listing (1). A row naming a target key at
- * (2) was updated after its copy existed, and the tool never deletes a
- * target object, so it must be in listing (3). Rows naming keys outside both
- * prefixes (or NULL) are not the tool's business and are ignored.
+ * (2) was updated after its copy existed, and `execute` never deletes a
+ * target object, so it must be in listing (3). `revert` does delete target
+ * objects (its copies, once the rows are back on the source): while a revert
+ * runs, observe it with the roles swapped (`sourceBucket`/`sourcePrefix` =
+ * the target, where rows move off), and the same argument holds. Rows naming
+ * keys outside both prefixes (or NULL) are not the tool's business and are
+ * ignored.
  *
  * A poll that fails (MinIO paused or restarting, the observer's connection
  * terminated) is counted as an error and skipped; it proves nothing either
