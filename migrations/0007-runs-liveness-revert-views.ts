@@ -11,6 +11,7 @@ export const AUDIT_VIEW_STATES_0007: ReadonlyArray<readonly [state: string, term
   ['pending', false],
   ['copied', false],
   ['db_updated', false],
+  ['deleting', false],
   ['reverting', false],
   ['done', true],
   ['failed', true],

@@ -5,6 +5,8 @@ import { archivedStateMigration } from './0004-archived.js';
 import { revertMigration } from './0005-revert.js';
 import { guardMigration } from './0006-guard.js';
 import { runsLivenessRevertViewsMigration } from './0007-runs-liveness-revert-views.js';
+import { claimByStateMigration } from './0008-claim-by-state.js';
+import { ledgerCountsMigration } from './0009-ledger-counts.js';
 
 /**
  * The ledger schema's migrations, in order. Names are numbered so that
@@ -27,5 +29,7 @@ export function ledgerMigrations(schema: string): Record<string, Migration> {
     '0005-revert': revertMigration(schema),
     '0006-guard': guardMigration(schema),
     '0007-runs-liveness-revert-views': runsLivenessRevertViewsMigration(schema),
+    '0008-claim-by-state': claimByStateMigration(schema),
+    '0009-ledger-counts': ledgerCountsMigration(schema),
   };
 }

@@ -33,7 +33,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { DeleteBucketCommand, DeleteObjectsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import pg from 'pg';
 import { DEFAULT_DEST_CHECK } from '../src/execute/execute-config.js';
 import { createS3Client } from '../src/s3/client.js';
@@ -43,6 +43,8 @@ import type { CeilingResult } from './bench/ceiling.js';
 import { measureClaims, type ClaimResult } from './bench/claims.js';
 import { BackendCpuSampler, HAVE_PROC, processCpuSeconds } from './bench/proc.js';
 import { summarizeProfiles, type ProfileSummary } from './bench/profile.js';
+import { ctasBaseline, formatScaleFigures, listingSpeed, rcloneInstalled, rcloneMove, sampleRates, seedListing, type ScaleFigure } from './bench/scale.js';
+import { startFaultProxy } from '../test/support/fault-proxy.js';
 import { formatTable, median, readmeSection, replaceReadmeSection, type BenchReport, type ExecuteRun, type PlanRun, type RssResult } from './bench/report.js';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -96,7 +98,10 @@ const USAGE = `Usage: npm run bench -- [options]
   --out DIR               where the JSON goes (default bench-results)
   --no-readme             do not touch README.md
   --from FILE             measure nothing: print the table and rewrite the README from a results file
-  --quick                 a smoke run: --count 2000 --threads 1,2 --plan-rows 100000
+  --listing-count N       keys for the parallel-listing figure, listed through a proxy adding 30 ms per
+                          request (default 100000; 0 skips it)
+  --list-ranges K         key ranges listed at once for that figure (default 16)
+  --quick                 a smoke run: --count 2000 --threads 1,2 --plan-rows 100000 --listing-count 10000
 `;
 
 interface Options {
@@ -117,6 +122,8 @@ interface Options {
   readme: boolean;
   budgetSeconds: number;
   from?: string;
+  listingCount: number;
+  listRanges: number;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -141,6 +148,8 @@ function parseOptions(argv: string[]): Options {
       from: { type: 'string' },
       'no-readme': { type: 'boolean', default: false },
       quick: { type: 'boolean', default: false },
+      'listing-count': { type: 'string' },
+      'list-ranges': { type: 'string', default: '16' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -177,6 +186,8 @@ function parseOptions(argv: string[]): Options {
     readme: !values['no-readme'],
     budgetSeconds: int('budget-minutes', values['budget-minutes'], 1) * 60,
     from: values.from,
+    listingCount: int('listing-count', values['listing-count'] ?? (quick ? '10000' : '100000'), 0),
+    listRanges: int('list-ranges', values['list-ranges'], 1),
   };
 }
 
@@ -421,6 +432,10 @@ async function main(): Promise<void> {
     let runNumber = 0;
     const ceilings: CeilingResult[][] = [];
     const executes: ExecuteRun[] = [];
+    const rclone: number[] = [];
+    const defaults: Array<{ run: ExecuteRun; firstTwoSeconds: number | null; steady: number | null }> = [];
+    let ctasSeconds: number | undefined;
+    let listing: { single: number; parallel: number; count: number } | undefined;
 
     const ceilingRun = async (repetition: number): Promise<CeilingResult> => {
       const cpu0 = minioCpu();
@@ -463,6 +478,7 @@ async function main(): Promise<void> {
       source: Location = here,
       target: Location = there,
       nodeArgs: string[] = [],
+      planArgs: string[] = options.planArgs,
     ): Promise<ExecuteRun> => {
       const schema = `bench_run_${++runNumber}`;
       const runEnv = {
@@ -473,7 +489,7 @@ async function main(): Promise<void> {
         TARGET_PREFIX: target.prefix,
         LEDGER_SCHEMA: schema,
       };
-      const plan = await runCli(['plan', ...options.planArgs], runEnv);
+      const plan = await runCli(['plan', ...planArgs], runEnv);
       mustSucceed('plan', plan);
       const xacts = async () => {
         const rows = await query<{ n: number }>(dbUrl, `select pg_stat_clear_snapshot(), (select xact_commit from pg_stat_database where datname = current_database())::float8 as n`);
@@ -528,7 +544,7 @@ async function main(): Promise<void> {
         repetition,
         threads,
         args: args.slice(1),
-        planArgs: options.planArgs,
+        planArgs,
         destCheck: (flagValue([...options.executeArgs, ...extra], '--dest-check') ?? DEFAULT_DEST_CHECK) as string,
         batchSize,
         objects: count,
@@ -579,6 +595,34 @@ async function main(): Promise<void> {
       for (const threads of options.threads) {
         if (interrupted) break;
         executes.push(await executeRun(`execute --threads ${threads}`, 'threads', threads, [], repetition));
+      }
+      // rclone move as a peer (server-side copies between the same buckets).
+      if (!interrupted && rcloneInstalled()) {
+        const seconds = await rcloneMove(s3, here, there).catch(async (err: unknown) => {
+          // Refused before moving anything (its configuration): the figure is left out.
+          if ((await countObjects(client, there)) === 0) {
+            log(`rclone move failed before moving anything, left out: ${err instanceof Error ? err.message.split('\n').slice(-2).join(' ') : String(err)}`);
+            return undefined;
+          }
+          throw err;
+        });
+        if (seconds !== undefined) {
+          await verifyMoved('rclone move', here, there);
+          await query(dbUrl, `update avatars set path = $2 || substr(path, length($1) + 1) where starts_with(path, $1)`, [here.prefix, there.prefix]);
+          flip();
+          rclone.push(options.count / seconds);
+          log(`rclone move: ${(options.count / seconds).toFixed(0)} objects/s`);
+        }
+      }
+      // The default commands, as users run them: plan (no --list), then execute.
+      if (!interrupted) {
+        const threads = 2;
+        const sampled = await sampleRates(dbUrl, `bench_run_${runNumber + 1}`, options.count, () =>
+          executeRun(`plan + execute --threads ${threads} (default commands)`, 'threads', threads, [], repetition, base, options.count, here, there, [], []),
+        );
+        const run = { ...sampled.result, variant: 'default' as ExecuteRun['variant'] };
+        defaults.push({ run, firstTwoSeconds: sampled.firstTwoSeconds, steady: sampled.steady });
+        log(`default commands: ${run.objectsPerSecond.toFixed(0)} objects/s, ${((run.s3Requests ?? NaN) / options.count).toFixed(3)} requests/key, first 2 s ${sampled.firstTwoSeconds?.toFixed(0)}/s vs steady ${sampled.steady?.toFixed(0)}/s`);
       }
       // What each way of checking the destination costs: a HEAD per key
       // (head), one listing per batch (list), or nothing but If-None-Match
@@ -638,6 +682,11 @@ async function main(): Promise<void> {
         attempts.push(result.seconds);
         if (cpu !== undefined) backendCpu.push(cpu);
         log(`plan of ${options.planRows} rows: ${result.seconds.toFixed(2)} s (${(options.planRows / result.seconds).toFixed(0)} rows/s)`);
+      }
+      // The database's own time for the same rows: CTAS + its two index builds, twice, the better kept.
+      if (!interrupted) {
+        ctasSeconds = Math.min(await ctasBaseline(dbUrl, 'bench_plan_avatars'), await ctasBaseline(dbUrl, 'bench_plan_avatars'));
+        log(`CREATE TABLE AS SELECT + 2 index builds of ${options.planRows} rows: ${ctasSeconds.toFixed(2)} s`);
       }
       const replan = withinBudget('the re-plan run', attempts[0]! / 2 + 45) ? await runCli(['plan'], planEnv) : undefined;
       if (replan) mustSucceed('plan (again)', replan);
@@ -701,6 +750,54 @@ async function main(): Promise<void> {
       await emptyBucket(client, D.bucket);
     }
 
+    // --- parallel listing vs one chain, through a proxy adding 30 ms per request
+    if (options.listingCount > 0 && !interrupted) {
+      const C = buckets[2]!;
+      log(`listing: seeding ${options.listingCount} one-byte objects`);
+      await client.send(new CreateBucketCommand({ Bucket: C })).catch(() => undefined);
+      const keys = await seedListing(client, C, 'list/', options.listingCount);
+      const proxy = await startFaultProxy(s3.endpoint, { latencyMs: 30 });
+      const slow = createS3Client({ endpoint: proxy.endpoint, region: s3.region, forcePathStyle: true }, { maxSockets: 4 * options.listRanges });
+      try {
+        const measured = await listingSpeed(slow, C, 'list/', keys, options.listRanges);
+        listing = { ...measured, count: options.listingCount };
+        log(`listing ${options.listingCount} keys at +30 ms: one chain ${measured.single.toFixed(1)} s, ${options.listRanges} ranges ${measured.parallel.toFixed(1)} s`);
+      } finally {
+        slow.destroy();
+        await proxy.close();
+        await emptyBucket(client, C);
+      }
+    }
+
+    const ceilingRate = median(ceilings.flat().map((c) => c.objectsPerSecond));
+    const rcloneRate = rclone.length ? median(rclone) : undefined;
+    const figures: ScaleFigure[] = [];
+    for (const d of defaults) {
+      const rate = d.run.objectsPerSecond;
+      const perKey = d.run.s3Requests !== undefined ? d.run.s3Requests / d.run.objects : null;
+      figures.push(
+        { name: `default commands (plan + execute), ${d.run.objects} keys`, value: rate, unit: 'objects/s', target: '-', holds: null },
+        { name: '  vs the ceiling', value: rate / ceilingRate, unit: 'x', target: '>= 0.85', holds: rate / ceilingRate >= 0.85 },
+        { name: '  vs rclone move', value: rcloneRate ? rate / rcloneRate : null, unit: 'x', target: '>= 1.0', holds: rcloneRate ? rate / rcloneRate >= 1 : null, note: rcloneRate ? `rclone ${rcloneRate.toFixed(0)}/s` : 'rclone not installed' },
+        { name: '  S3 requests per key (execute summary)', value: perKey, unit: '', target: '<= 1.05', holds: perKey === null ? null : perKey <= 1.05 },
+        {
+          name: '  first 2 s after the first claim vs steady',
+          value: d.firstTwoSeconds !== null && d.steady ? d.firstTwoSeconds / d.steady : null,
+          unit: 'x',
+          target: 'steady within 2 s (~1.0)',
+          holds: d.firstTwoSeconds !== null && d.steady ? d.firstTwoSeconds / d.steady >= 0.8 : null,
+          note: `${d.firstTwoSeconds?.toFixed(0) ?? '?'}/s vs ${d.steady?.toFixed(0) ?? '?'}/s`,
+        },
+      );
+    }
+    if (plan && ctasSeconds) {
+      figures.push({ name: `plan vs CTAS + 2 index builds, ${plan.rows} rows`, value: plan.seconds / ctasSeconds, unit: 'x', target: '<= 1.25', holds: plan.seconds / ctasSeconds <= 1.25, note: `plan ${plan.seconds.toFixed(2)} s, CTAS ${ctasSeconds.toFixed(2)} s` });
+    }
+    if (listing) {
+      const speedup = listing.single / listing.parallel;
+      figures.push({ name: `parallel listing (${options.listRanges} ranges), ${listing.count} keys, +30 ms/request`, value: speedup, unit: 'x faster', target: '>= 8', holds: speedup >= 8, note: `one chain ${listing.single.toFixed(1)} s, ranges ${listing.parallel.toFixed(1)} s` });
+    }
+
     const report: BenchReport = {
       date: startedAt.toISOString(),
       command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
@@ -737,7 +834,9 @@ async function main(): Promise<void> {
       profile,
     };
 
+    (report as BenchReport & { scale?: unknown }).scale = { figures, rclone, ctasSeconds, listing, defaults };
     publish(report, options, true);
+    process.stdout.write(`\n${formatScaleFigures(figures)}\n`);
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

@@ -65,7 +65,7 @@ async function exchange(db: Kysely<any>, schema: string, runId: number, counters
   const counts = localCounts(counters);
   const result = await sql<{ others: number }>`
     with me as (
-      update ${sql.id(schema, 'runs')} set counts = ${JSON.stringify(counts)}::jsonb, heartbeat_at = now() where id = ${runId}
+      update ${sql.id(schema, 'runs')} set counts = counts || ${JSON.stringify(counts)}::jsonb, heartbeat_at = now() where id = ${runId}
     )
     select coalesce(sum(${sql.join(
       names.map((name) => sql`coalesce((counts ->> ${name})::bigint, 0)`),

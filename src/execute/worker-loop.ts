@@ -4,6 +4,7 @@ import { sql } from 'kysely';
 import { createDatabase } from '../db/database.js';
 import { withDbRetry } from '../db/retry.js';
 import { FatalError, explainDbError, oneLine } from '../errors.js';
+import { anyInStates } from '../ledger/claim-scan.js';
 import { claimBatch, releaseLeases, type LedgerContext, type LiveState } from '../ledger/state-machine.js';
 import { createS3Client } from '../s3/client.js';
 import { AdaptiveLimiter } from '../s3/limiter.js';
@@ -159,14 +160,13 @@ function unreserve(counters: Int32Array, wanted: number, got: number, limit: num
 /**
  * Whether any row this run may claim is still live (leased elsewhere, or
  * backing off). Only `states` count: rows parked by `--keep-source` must not
- * keep that run waiting.
+ * keep that run waiting, and are not even read: one index probe per state
+ * (src/ledger/claim-scan.ts).
  */
-async function hasLiveRows(ctx: LedgerContext, states: readonly LiveState[]): Promise<boolean> {
+export async function hasLiveRows(ctx: LedgerContext, states: readonly LiveState[]): Promise<boolean> {
   const result = await withDbRetry(() =>
     sql<{ live: boolean }>`
-      select exists (select 1 from ${sql.id(ctx.schema, 'migration_ledger')}
-                     where state in ('pending', 'copied', 'db_updated', 'deleting')
-                       and state = any(${states as unknown as string[]}::text[])) as live
+      select ${anyInStates(sql.id(ctx.schema, 'migration_ledger'), states)} as live
     `.execute(ctx.db),
   );
   return result.rows[0]?.live === true;

@@ -4,6 +4,7 @@ import { sql, type Kysely } from 'kysely';
 import { regclassName } from '../config/identifiers.js';
 import { UsageError } from '../errors.js';
 import { out } from '../util/output.js';
+import { readStateCounts, settledTotal } from './ledger-counts.js';
 
 /**
  * A running run whose heartbeat (`runs.heartbeat_at`, written every few
@@ -102,9 +103,12 @@ export async function startRun(
         );
       }
     }
+    // settledAtStart: keys already settled when the run began, so `report`
+    // can tell what its execute runs settled without reading the ledger.
     const result = await sql<{ id: number }>`
-      insert into ${runs} (command, host, pid, pid_namespace, process_id, heartbeat_at, config)
-      values (${command}, ${os.hostname()}, ${process.pid}, ${PID_NAMESPACE}, ${processId ?? null}, now(), ${JSON.stringify(config)}::jsonb)
+      insert into ${runs} (command, host, pid, pid_namespace, process_id, heartbeat_at, config, counts)
+      values (${command}, ${os.hostname()}, ${process.pid}, ${PID_NAMESPACE}, ${processId ?? null}, now(), ${JSON.stringify(config)}::jsonb,
+              jsonb_build_object('settledAtStart', ${settledTotal(schema)}))
       returning id
     `.execute(trx);
     return result.rows[0]!.id;
@@ -161,12 +165,9 @@ export async function finishRun(
   `.execute(db);
 }
 
-/** Ledger rows per state, for summaries. */
+/** Ledger rows per state, for summaries: from `ledger_counts`, no scan. */
 export async function countStates(db: Kysely<any>, schema: string): Promise<Record<string, number>> {
-  const result = await sql<{ state: string; n: number }>`
-    select state, count(*)::int as n from ${sql.id(schema, 'migration_ledger')} group by state
-  `.execute(db);
-  return Object.fromEntries(result.rows.map((r) => [r.state, r.n]));
+  return readStateCounts(db, schema);
 }
 
 /** How a run ended, as recorded in `runs` and returned as the exit code. */

@@ -101,6 +101,7 @@ import type { LocationConfig } from '../config/config.js';
 import type { TableName } from '../config/identifiers.js';
 import type { GuardMode } from '../guard/guard.js';
 import { destinationKey, keyRefusal, type RefusalRules } from '../plan/key-refusal.js';
+import { claimableIds } from './claim-scan.js';
 
 /** The states `execute` works on: claimable by execute. */
 export const LIVE_STATES = ['pending', 'copied', 'db_updated', 'deleting'] as const;
@@ -210,7 +211,8 @@ const RETURNING = sql`l.id, l.src_key, l.dst_key, l.row_ids, l.state, l.attempts
 /**
  * Leases up to `limit` claimable rows to `ctx.me`: live, not leased (or the
  * lease expired), not backing off. One statement; the row locks last only
- * for it, and the lease lives in `locked_by`/`locked_until`.
+ * for it, and the lease lives in `locked_by`/`locked_until`. One index scan
+ * per state asked for (src/ledger/claim-scan.ts), the furthest along first.
  */
 export async function claimBatch(
   ctx: LedgerContext,
@@ -220,16 +222,12 @@ export async function claimBatch(
 ): Promise<LedgerRow[]> {
   const states = filter.states ?? LIVE_STATES;
   const result = await sql<LedgerRow>`
-    with claimable as (
-      select id from ${ledger(ctx)}
-      where state in ('pending', 'copied', 'db_updated', 'deleting')
-        and state = any(${states as unknown as string[]}::text[])
-        and (locked_until is null or locked_until < now())
-        and (not_before is null or not_before <= now())
-      order by id
-      limit ${limit}
-      for update skip locked
-    )
+    with claimable as ${claimableIds(
+      ledger(ctx),
+      states,
+      limit,
+      sql`(l.locked_until is null or l.locked_until < now()) and (l.not_before is null or l.not_before <= now())`,
+    )}
     update ${ledger(ctx)} as l
     set locked_by = ${ctx.me},
         locked_until = now() + make_interval(secs => ${leaseSeconds}),

@@ -20,6 +20,8 @@ import { describePlannedGuard, guardStatus, installGuardTrigger, recordGuardSnap
 export interface PlanOptions {
   /** Also list the source bucket (`--list`). */
   list: boolean;
+  /** Or read this S3 Inventory report as the listing (`--inventory s3://.../manifest.json`). */
+  inventory?: string;
   orphans: 'move' | 'skip';
   json: boolean;
 }
@@ -46,10 +48,11 @@ export interface PlanResult {
  */
 export async function plan(config: MigrateConfig, options: PlanOptions): Promise<PlanResult> {
   const url = requireDatabaseUrl(config);
-  const db = createDatabase({ url, max: 2 });
+  // Listing ranges reconcile their pages at once (plan --list): a few connections.
+  const db = createDatabase({ url, max: 6 });
   // The AWS SDK loads with the command: `--help` and the other commands need none of it.
   const [{ createS3Client }, { checkLocation }] = await Promise.all([import('../s3/client.js'), import('../s3/preflight.js')]);
-  const s3 = createS3Client(config.s3, { maxSockets: 4 });
+  const s3 = createS3Client(config.s3, { maxSockets: 32 });
   try {
     // Every check that can refuse the command comes before the first write:
     // a mistyped bucket must leave no schema, no ledger_config bound to it
@@ -59,6 +62,12 @@ export async function plan(config: MigrateConfig, options: PlanOptions): Promise
     const tableInfo = await inspectTable(db, config.table, config.idColumn, config.pathColumn);
     await checkLocation(s3, config.source, 'SOURCE_BUCKET');
     await checkLocation(s3, config.target, 'TARGET_BUCKET');
+    // A wrong inventory (another bucket, not CSV) is refused before the ledger changes.
+    let manifest: import('./inventory.js').InventoryManifest | undefined;
+    if (options.inventory) {
+      const { readInventoryManifest } = await import('./inventory.js');
+      manifest = await readInventoryManifest(s3, options.inventory, config.source.bucket);
+    }
     const before = await ledgerBefore(db, schema);
     let runId: number | undefined;
     try {
@@ -72,8 +81,8 @@ export async function plan(config: MigrateConfig, options: PlanOptions): Promise
       const guard = await guardStatus(db, config, tableInfo.hasPathIndex);
       if (!options.json) out.info(describePlannedGuard(guard, config));
       const snapshotAt = await snapshotClock(db);
-      runId = await startRun(db, schema, options.list ? 'plan --list' : 'plan', describeConfig(config));
-      return await planInto(db, s3, url, config, options, runId, tableInfo.pathLimit, { guard, snapshotAt });
+      runId = await startRun(db, schema, options.inventory ? 'plan --inventory' : options.list ? 'plan --list' : 'plan', describeConfig(config));
+      return await planInto(db, s3, url, config, options, runId, tableInfo.pathLimit, { guard, snapshotAt }, manifest);
     } catch (err) {
       // A ledger this command created is removed again; an existing one keeps what it had and the run is closed.
       if (!before.ledger) await discardNewLedger(db, schema, before).catch(() => undefined);
@@ -95,6 +104,7 @@ async function planInto(
   runId: number,
   pathLimit: PathLimit | undefined,
   guarding: { guard: Awaited<ReturnType<typeof guardStatus>>; snapshotAt: Awaited<ReturnType<typeof snapshotClock>> },
+  manifest: import('./inventory.js').InventoryManifest | undefined,
 ): Promise<PlanResult> {
   const { guard, snapshotAt } = guarding;
   const schema = config.ledgerSchema;
@@ -113,16 +123,15 @@ async function planInto(
   const spelled = await recordSpelledReferences({ db, schema, table: config.table, idColumn: config.idColumn, pathColumn: config.pathColumn }, config.source);
   if (guard.triggerInstalled) await recordGuardSnapshot(db, schema, snapshotAt);
   let listing: ListResult | undefined;
-  if (options.list) {
-    const { reconcileWithListing } = await import('./list-source.js');
-    listing = await reconcileWithListing(
-      ctx,
-      s3,
-      { bucket: config.source.bucket, sourcePrefix: config.source.prefix, targetPrefix: config.target.prefix, orphans: options.orphans, runId, pathLimit },
-      (listed) => {
-        if (!options.json && listed % 100_000 === 0) out.info(`plan --list: ${listed} objects listed`);
-      },
-    );
+  if (options.list || options.inventory) {
+    const [{ reconcileWithListing }, { reconcileWithInventory }] = await Promise.all([import('./list-source.js'), import('./inventory.js')]);
+    const listConfig = { bucket: config.source.bucket, sourcePrefix: config.source.prefix, targetPrefix: config.target.prefix, orphans: options.orphans, runId, pathLimit };
+    const progress = (listed: number) => {
+      if (!options.json && listed % 100_000 === 0) out.info(`plan: ${listed} objects ${options.inventory ? 'read from the inventory' : 'listed'}`);
+    };
+    listing = options.inventory
+      ? await reconcileWithInventory(ctx, s3, options.inventory, listConfig, progress, manifest)
+      : await reconcileWithListing(ctx, s3, listConfig, progress);
   }
   // After a bulk load into the empty ledger, every key is pending or
   // refused: no need to scan a million rows to count them.

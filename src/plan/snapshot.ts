@@ -4,6 +4,7 @@ import pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { quoteIdent } from '../config/identifiers.js';
 import { FatalError, oneLine } from '../errors.js';
+import { seedBulkLoadCounts } from '../ledger/ledger-counts.js';
 import { bulkLoadQuery, insertPlannedKeys, type LedgerContext, type PlannedKeys } from '../ledger/state-machine.js';
 import { destinationKey, keyRefusal, type PathLimit, type RefusalRules } from './key-refusal.js';
 
@@ -205,12 +206,18 @@ async function bulkLoad(
     for (const index of indexes.rows) await run(writer, sql`drop index ${sql.id(ctx.schema, index.name)}`);
     const primaryKey = await dropPrimaryKey((query) => run(writer, query), ctx.schema);
     const freeze = await truncateForFreeze((query) => run(writer, query), ctx.schema);
+    // The counting trigger stands aside for the load (disabled, so no
+    // transition table of every row is even collected); its counts are
+    // known (below). This transaction holds the table exclusively.
+    await run(writer, sql`alter table ${ledger} disable trigger ledger_counts_insert`);
     const sink = writer.query(copyFrom(bulkLoadQuery(ctx, sql``, runId, freeze).sink.compile(ctx.db).sql));
     await pipeline(source, sink);
     const added = sink.rowCount ?? 0;
     // Refused keys are rare; counting them afterwards is one scan of a
-    // frozen table, cheaper than counting them on the way through.
-    const refused = await run(writer, sql<{ n: number }>`select count(*)::int as n from ${ledger} where state = 'failed'`);
+    // frozen table, cheaper than counting them on the way through. The
+    // same scan seeds ledger_counts.
+    await run(writer, sql`alter table ${ledger} enable trigger ledger_counts_insert`);
+    const refused = await seedBulkLoadCounts((query) => run(writer, query), ctx.schema, added);
     if (primaryKey) await run(writer, sql`alter table ${ledger} add constraint ${sql.id(primaryKey.name)} ${sql.raw(primaryKey.definition)}`);
     // pg_get_indexdef gives back each index exactly: name, uniqueness, predicate.
     for (const index of indexes.rows) await writer.query(index.definition);
@@ -219,7 +226,7 @@ async function bulkLoad(
     await run(writer, sql`analyze ${ledger}`);
     await writer.query('commit');
     began = false;
-    return { added, extended: 0, refused: refused.rows[0]?.n ?? 0 };
+    return { added, extended: 0, refused };
   } catch (err) {
     // The reader may be blocked mid-COPY with nobody reading: closing its
     // socket is the only reliable stop, and the server then ends its query.

@@ -1,6 +1,7 @@
 import os from 'node:os';
 import { sql, type Kysely } from 'kysely';
-import { ALL_STATES, UNSETTLED_STATES, stateIn, type LedgerState } from '../ledger/state-machine.js';
+import { readStateCounts } from '../ledger/ledger-counts.js';
+import { ALL_STATES, UNSETTLED_STATES, type LedgerState } from '../ledger/state-machine.js';
 import {
   KEYS_PER_STATE,
   LISTED_STATES,
@@ -29,49 +30,53 @@ const round = (n: number, digits = 2) => Number(n.toFixed(digits));
  * needs nothing but the ledger tables (not the views, not S3).
  *
  * Each figure is one statement; they are not one snapshot, so during a run
- * two figures may disagree by the keys settled between statements.
+ * two figures may disagree by the keys settled between statements. Its cost
+ * does not grow with the ledger: counts come from `ledger_counts`.
  */
 export async function collectReport(db: Kysely<any>, schema: string): Promise<Report> {
   const ledger = sql.id(schema, 'migration_ledger');
-  const unsettled = stateIn(UNSETTLED_STATES);
+  const counts = sql.id(schema, 'ledger_counts');
+  // Every figure but the listed keys comes from ledger_counts, which the
+  // ledger's statement triggers keep (migration 0009-ledger-counts): a few
+  // hundred rows whatever the ledger's size. The listed keys are found by
+  // the exceptions index. Nothing here reads the ledger whole.
 
   const summary = (
-    await sql<{
-      now: Date;
-      last_activity: Date | null;
-      held: number;
-      expired: number;
-      since: Date | null;
-    }>`
+    await sql<{ now: Date; last_activity: Date | null; since: Date | null; settled_at_start: string | null }>`
       select now() as now,
-             (select max(updated_at) from ${ledger}) as last_activity,
-             (select count(*) from ${ledger} where ${unsettled}
-                and locked_by is not null and locked_until >= now())::int as held,
-             (select count(*) from ${ledger} where ${unsettled}
-                and locked_by is not null and locked_until < now())::int as expired,
-             (select min(started_at) from ${sql.id(schema, 'runs')} where command = 'execute') as since
+             (select max(changed_at) from ${counts} where kind = 'activity') as last_activity,
+             r.started_at as since, r.counts ->> 'settledAtStart' as settled_at_start
+      from (select 1) as one
+      left join (select started_at, counts from ${sql.id(schema, 'runs')} where command = 'execute' order by started_at limit 1) as r on true
     `.execute(db)
   ).rows[0]!;
 
-  const stateRows = (await sql<{ state: LedgerState; n: number }>`
-    select state, count(*)::int as n from ${ledger} group by state
-  `.execute(db)).rows;
+  const stateCounts = await readStateCounts(db, schema);
   const states = Object.fromEntries(ALL_STATES.map((s) => [s, 0])) as Record<LedgerState, number>;
-  for (const row of stateRows) states[row.state] = row.n;
+  for (const [state, n] of Object.entries(stateCounts)) states[state as LedgerState] = n;
   const planned = Object.values(states).reduce((a, b) => a + b, 0);
   const remaining = UNSETTLED_STATES.reduce((n, s) => n + states[s], 0);
   const settled = planned - remaining;
 
-  const throughput = await readThroughput(db, ledger, summary.since, summary.now, summary.held > 0, remaining);
+  const owners = (await sql<{ owner: string; keys: number; locked_until: Date; expired: boolean }>`
+    select label as owner, sum(n)::int as keys, max(until) as locked_until, max(until) < now() as expired
+    from ${counts} where kind = 'lease'
+    group by label having sum(n) > 0
+    order by keys desc, owner
+  `.execute(db)).rows;
+  const held = owners.filter((o) => !o.expired).reduce((a, o) => a + o.keys, 0);
+  const expired = owners.filter((o) => o.expired).reduce((a, o) => a + o.keys, 0);
+
+  const throughput = await readThroughput(db, counts, summary, held > 0, remaining);
 
   const attempts = (await sql<{ attempts: number; keys: number }>`
-    select attempts, count(*)::int as keys from ${ledger} group by attempts order by attempts
+    select label::int as attempts, sum(n)::int as keys from ${counts} where kind = 'attempts'
+    group by label having sum(n) <> 0 order by 1
   `.execute(db)).rows;
 
   const errors = (await sql<{ error: string; keys: number; states: Record<string, number> }>`
     with grouped as (
-      select regexp_replace(last_error, '"[^"]*"', '"…"', 'g') as error, state, count(*)::int as n
-      from ${ledger} where last_error is not null group by 1, 2
+      select label as error, state, sum(n)::int as n from ${counts} where kind = 'error' group by 1, 2 having sum(n) <> 0
     )
     select error, sum(n)::int as keys, jsonb_object_agg(state, n) as states
     from grouped group by error order by keys desc, error limit ${TOP_ERRORS}
@@ -81,14 +86,6 @@ export async function collectReport(db: Kysely<any>, schema: string): Promise<Re
   for (const state of LISTED_STATES) {
     exceptions[state] = { count: states[state], keys: states[state] > 0 ? await listKeys(db, ledger, state) : [] };
   }
-
-  const owners = (await sql<{ owner: string; keys: number; locked_until: Date; expired: boolean }>`
-    select locked_by as owner, count(*)::int as keys, max(locked_until) as locked_until,
-           max(locked_until) < now() as expired
-    from ${ledger}
-    where ${unsettled} and locked_by is not null
-    group by locked_by order by keys desc, owner limit 20
-  `.execute(db)).rows;
 
   return {
     version: 1,
@@ -108,44 +105,36 @@ export async function collectReport(db: Kysely<any>, schema: string): Promise<Re
     errors,
     exceptions,
     leases: {
-      held: summary.held,
-      expired: summary.expired,
-      owners: owners.map((o) => ({ owner: o.owner, keys: o.keys, lockedUntil: iso(o.locked_until)!, expired: o.expired })),
+      held,
+      expired,
+      owners: owners.slice(0, 20).map((o) => ({ owner: o.owner, keys: o.keys, lockedUntil: iso(o.locked_until)!, expired: o.expired })),
     },
-    lastActivityAt: iso(summary.last_activity),
+    lastActivityAt: planned === 0 ? null : iso(summary.last_activity),
     runs: await readRuns(db, schema),
   };
 }
 
 async function readThroughput(
   db: Kysely<any>,
-  ledger: ReturnType<typeof sql.id>,
-  since: Date | null,
-  now: Date,
+  counts: ReturnType<typeof sql.id>,
+  summary: { now: Date; since: Date | null; settled_at_start: string | null },
   active: boolean,
   remaining: number,
 ): Promise<Report['throughput']> {
-  // A key's settle time: when it reached its terminal state (see 0002-audit-views).
-  const settledAt = sql`case when not ${stateIn(UNSETTLED_STATES)}
-                             then coalesce(done_at, updated_at) end`;
+  const { now, since } = summary;
+  // Per-minute counters: the label is the minute's epoch (see 0009-ledger-counts).
   const minutes = (await sql<{ minute: Date; copied: number; done: number; settled: number }>`
     with bounds as (select date_trunc('minute', now()) - interval '59 minutes' as start),
-    recent as (
-      select copied_at, done_at, ${settledAt} as settled_at
-      from ${ledger}, bounds
-      where copied_at >= bounds.start or done_at >= bounds.start or updated_at >= bounds.start
-    ),
     events as (
-      select date_trunc('minute', copied_at) as minute, 'copied' as kind from recent, bounds where copied_at >= bounds.start
-      union all
-      select date_trunc('minute', done_at), 'done' from recent, bounds where done_at >= bounds.start
-      union all
-      select date_trunc('minute', settled_at), 'settled' from recent, bounds where settled_at >= bounds.start
+      select to_timestamp(label::bigint) as minute, kind, sum(n) as n
+      from ${counts}, bounds
+      where kind in ('copied', 'done', 'settled') and label::bigint >= extract(epoch from bounds.start)
+      group by 1, 2
     )
     select m.minute,
-           count(events.kind) filter (where events.kind = 'copied')::int as copied,
-           count(events.kind) filter (where events.kind = 'done')::int as done,
-           count(events.kind) filter (where events.kind = 'settled')::int as settled
+           coalesce(sum(events.n) filter (where events.kind = 'copied'), 0)::int as copied,
+           coalesce(sum(events.n) filter (where events.kind = 'done'), 0)::int as done,
+           coalesce(sum(events.n) filter (where events.kind = 'settled'), 0)::int as settled
     from bounds, generate_series(bounds.start, date_trunc('minute', now()), interval '1 minute') as m(minute)
     left join events on events.minute = m.minute
     group by m.minute order by m.minute
@@ -155,25 +144,34 @@ async function readThroughput(
   if (!since) {
     return { since: null, settled: 0, seconds: 0, overallPerSecond: 0, currentPerSecond: 0, etaSeconds: remaining === 0 ? 0 : null, lastHour };
   }
-  const counts = (await sql<{ settled: number; recent: number; last_settled: Date | null }>`
-    select count(*) filter (where ${settledAt} >= ${since})::int as settled,
-           count(*) filter (where ${settledAt} >= now() - make_interval(secs => ${CURRENT_WINDOW_SECONDS}))::int as recent,
-           max(${settledAt}) as last_settled
-    from ${ledger}
-    where not ${stateIn(UNSETTLED_STATES)}
+  // Settled since the first execute: all settled now, less those settled
+  // when it started (recorded in its runs row); for a run recorded before
+  // that was kept, the minutes since its start. The current rate counts the
+  // minutes that overlap the last five (minute granularity).
+  const counted = (await sql<{ total: string; since_minutes: string; recent: string; last_settled: Date | null }>`
+    select coalesce(sum(n), 0)::text as total,
+           coalesce(sum(n) filter (where label::bigint >= extract(epoch from date_trunc('minute', ${since}::timestamptz))), 0)::text as since_minutes,
+           coalesce(sum(n) filter (where label::bigint >= extract(epoch from date_trunc('minute', now() - make_interval(secs => ${CURRENT_WINDOW_SECONDS})))), 0)::text as recent,
+           max(to_timestamp(label::bigint) + interval '1 minute') filter (where n > 0) as last_settled
+    from ${counts} where kind = 'settled'
   `.execute(db)).rows[0]!;
+  const settledSince =
+    summary.settled_at_start != null ? Number(counted.total) - Number(summary.settled_at_start) : Number(counted.since_minutes);
+  const lastSettled = counted.last_settled && counted.last_settled > now ? now : counted.last_settled;
   // While leases are held the run is going on, so the clock still runs;
   // afterwards it stops at the last settle, so a report read a day later
   // does not dilute the rate.
-  const end = active || !counts.last_settled ? now : new Date(Math.max(counts.last_settled.getTime(), since.getTime()));
+  const end = active || !lastSettled ? now : new Date(Math.max(lastSettled.getTime(), since.getTime()));
   const seconds = Math.max((end.getTime() - since.getTime()) / 1000, 0);
-  const windowSeconds = Math.min(CURRENT_WINDOW_SECONDS, Math.max((now.getTime() - since.getTime()) / 1000, 0));
-  const current = windowSeconds > 0 ? counts.recent / windowSeconds : 0;
+  // The window the recent minutes cover: from the start of the oldest one (or since) to now.
+  const windowStart = Math.max(since.getTime(), Math.floor((now.getTime() - CURRENT_WINDOW_SECONDS * 1000) / 60_000) * 60_000);
+  const windowSeconds = Math.max((now.getTime() - windowStart) / 1000, 0);
+  const current = windowSeconds > 0 ? Number(counted.recent) / windowSeconds : 0;
   return {
     since: iso(since),
-    settled: counts.settled,
+    settled: settledSince,
     seconds: round(seconds, 1),
-    overallPerSecond: seconds > 0 ? round(counts.settled / seconds) : 0,
+    overallPerSecond: seconds > 0 ? round(settledSince / seconds) : 0,
     currentPerSecond: round(current),
     etaSeconds: remaining === 0 ? 0 : current > 0 ? Math.ceil(remaining / current) : null,
     lastHour,

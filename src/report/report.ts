@@ -5,6 +5,7 @@ import { checkConnection, createDatabase } from '../db/database.js';
 import { UsageError } from '../errors.js';
 import { ledgerExists } from '../ledger/ledger-config.js';
 import { out } from '../util/output.js';
+import { requireLedgerCounts } from '../ledger/ledger-counts.js';
 import { collectReport } from './collect-report.js';
 import { formatReport } from './format-report.js';
 
@@ -23,14 +24,15 @@ export interface ReportOptions {
  * the bucket settings, so a report can be read from anywhere that reaches
  * the database; what the ledger was planned for is shown from the ledger.
  */
-export async function openLedgerForReading(config: MigrateConfig): Promise<Kysely<any>> {
+export async function openLedgerForReading(config: MigrateConfig, connections = 2): Promise<Kysely<any>> {
   const url = requireDatabaseUrl(config);
-  const db = createDatabase({ url, max: 2, applicationName: 'bucket-migrate report' });
+  const db = createDatabase({ url, max: connections, applicationName: 'bucket-migrate report' });
   try {
     await checkConnection(db, url);
     if (!(await ledgerExists(db, config.ledgerSchema))) {
       throw new UsageError(`there is no ledger in schema ${config.ledgerSchema}: run bucket-migrate plan first (or set --ledger-schema)`);
     }
+    await requireLedgerCounts(db, config.ledgerSchema);
     return db;
   } catch (err) {
     await db.destroy();

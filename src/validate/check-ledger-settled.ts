@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+import { readStateCounts } from '../ledger/ledger-counts.js';
 import { UNSETTLED_STATES, stateIn } from '../ledger/state-machine.js';
 import { iso } from '../report/collect-report.js';
 import { Findings, MAX_LISTED, checkResult, plural, type CheckResult } from './validate-types.js';
@@ -15,8 +16,10 @@ export async function checkLedgerSettled(ctx: ValidateContext): Promise<CheckRes
   const ledger = ledgerTable(ctx.config);
   // `reverting`: a revert stopped half-way (rows back, target not yet deleted).
   const live = stateIn(UNSETTLED_STATES);
-  const total = (await sql<{ n: number }>`select count(*)::bigint as n from ${ledger}`.execute(ctx.db)).rows[0]!.n;
-  const count = (await sql<{ n: number }>`select count(*)::bigint as n from ${ledger} where ${live}`.execute(ctx.db)).rows[0]!.n;
+  // From ledger_counts: no scan of the ledger (migration 0009-ledger-counts).
+  const states = await readStateCounts(ctx.db, ctx.config.ledgerSchema);
+  const total = Object.values(states).reduce((a, b) => a + b, 0);
+  const count = UNSETTLED_STATES.reduce((a, s) => a + (states[s] ?? 0), 0);
   const failures = new Findings();
   const stale: Array<{ owner: string; keys: number; lockedUntil: string }> = [];
   if (count > 0) {

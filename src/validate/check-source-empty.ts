@@ -1,5 +1,9 @@
 import { sql } from 'kysely';
-import { listObjects, type ListedObject } from './list-objects.js';
+import { FatalError } from '../errors.js';
+import { ledgerBoundaries, rangesBetween } from '../listing/key-ranges.js';
+import { forEachRangePage } from '../listing/list-ranges.js';
+import { describeS3Error } from '../s3/errors.js';
+import { VALIDATE_LIST_RANGES, sortFindings } from './check-target-objects.js';
 import { EXCEPTION_STATES, Findings, checkResult, plural, type CheckResult } from './validate-types.js';
 import { ledgerTable, type ValidateContext } from './validate-context.js';
 
@@ -9,8 +13,6 @@ export const SOURCE_EMPTY = 'the source bucket holds nothing under SOURCE_PREFIX
 // superseded keys (no row pointed at them any more, so they were copied but
 // their source was not deleted).
 const LEFT_ON_PURPOSE = new Set<string>([...EXCEPTION_STATES, 'superseded']);
-
-const PAGE = 1_000;
 
 /**
  * Check 3: lists the source prefix and looks each page's keys up in the
@@ -25,12 +27,9 @@ export async function checkSourceEmpty(ctx: ValidateContext): Promise<CheckResul
   let listed = 0;
   let folderMarkers = 0;
   let notPlanned = 0;
-  let page: ListedObject[] = [];
 
-  const judge = async () => {
-    if (page.length === 0) return;
-    const keys = page.map((o) => o.key);
-    page = [];
+  const judge = async (keys: string[]) => {
+    if (keys.length === 0) return;
     const known = new Map(
       (await sql<{ src_key: string; id: number; state: string; last_error: string | null }>`
         select src_key, id, state, last_error from ${ledgerTable(config)} where src_key = any(${keys}::text[])
@@ -52,17 +51,30 @@ export async function checkSourceEmpty(ctx: ValidateContext): Promise<CheckResul
     }
   };
 
-  for await (const object of listObjects(ctx.s3, config.source.bucket, config.source.prefix)) {
-    // A "folder" marker is not an object anyone points at; plan skips them too.
-    if (object.key.endsWith('/')) {
-      folderMarkers += 1;
-      continue;
-    }
-    listed += 1;
-    page.push(object);
-    if (page.length >= PAGE) await judge();
-  }
-  await judge();
+  // Listed as key ranges at once (boundaries from the ledger's source
+  // keys); each page is judged as it comes, so memory stays constant.
+  const boundaries = await ledgerBoundaries(ctx.db, config.ledgerSchema, 'src_key', VALIDATE_LIST_RANGES);
+  await forEachRangePage(
+    {
+      s3: ctx.s3,
+      bucket: config.source.bucket,
+      prefix: config.source.prefix,
+      onError: (err) => new FatalError(`listing s3://${config.source.bucket}/${config.source.prefix} failed: ${describeS3Error(err)}`),
+    },
+    rangesBetween(boundaries),
+    async (page) => {
+      const keys: string[] = [];
+      for (const object of page) {
+        // A "folder" marker is not an object anyone points at; plan skips them too.
+        if (object.Key!.endsWith('/')) folderMarkers += 1;
+        else keys.push(object.Key!);
+      }
+      listed += keys.length;
+      await judge(keys);
+    },
+  );
+  sortFindings(failures);
+  sortFindings(exceptions);
 
   return checkResult('sourceEmpty', SOURCE_EMPTY, {
     summary:

@@ -1,7 +1,10 @@
 import { sql } from 'kysely';
 import { FatalError } from '../errors.js';
 import { compareKeys } from './compare-keys.js';
-import { listObjects, type ListedObject } from './list-objects.js';
+import { ledgerBoundaries, rangesBetween, type KeyRange } from '../listing/key-ranges.js';
+import { listRangePages } from '../listing/list-ranges.js';
+import { describeS3Error } from '../s3/errors.js';
+import type { ListedObject } from './list-objects.js';
 import { mismatch, type Expected } from './object-match.js';
 import { withCursor } from './table-cursor.js';
 import { Findings, checkResult, plural, type CheckResult } from './validate-types.js';
@@ -28,7 +31,7 @@ interface TargetRow extends Expected {
  * index), derived from the key by swapping the prefix, which is how plan
  * derives every destination key.
  */
-export function targetRowsQuery(ctx: ValidateContext, order: 'path' | 'random', limit?: number, samplePercent?: number) {
+export function targetRowsQuery(ctx: ValidateContext, order: 'path' | 'random', limit?: number, samplePercent?: number, range: KeyRange = {}) {
   const { config } = ctx;
   const tp = config.target.prefix;
   const key = namedKey(config.target, sql`t.${sql.id(config.pathColumn)}`);
@@ -43,6 +46,8 @@ export function targetRowsQuery(ctx: ValidateContext, order: 'path' | 'random', 
       on l.src_key = ${config.source.prefix}::text || substr(named.key, char_length(${tp}::text) + 1)
      and l.dst_key = named.key
     where named.key is not null
+      ${range.after !== undefined ? sql`and named.key collate "C" > ${range.after}::text` : sql``}
+      ${range.through !== undefined ? sql`and named.key collate "C" <= ${range.through}::text` : sql``}
     ${order === 'path' ? sql`order by named.key collate "C", named.id` : sql`order by random()`}
     ${limit !== undefined ? sql`limit ${limit}` : sql``}
   `;
@@ -50,26 +55,67 @@ export function targetRowsQuery(ctx: ValidateContext, order: 'path' | 'random', 
 
 /**
  * Check 2, full: merges a sorted listing of the target prefix with the
- * table's target rows sorted the same way, like a merge join. Each side is
- * streamed a page at a time, so memory is constant and no object is HEADed:
- * the cost is one listing request per 1,000 objects and one sorted scan.
+ * table's target rows sorted the same way, like a merge join. The prefix is
+ * split into key ranges (boundaries from the ledger's destination keys,
+ * src/listing/key-ranges.ts) merged at once, each range its own listing
+ * chain and its own cursor over the table's rows in that range. Each side
+ * is streamed a page at a time, so memory is constant (two pages per range
+ * and side) and no object is HEADed: the cost is one listing request per
+ * 1,000 objects and one sorted scan. Each range's cursor reads its own
+ * snapshot.
  */
-export async function checkTargetObjects(ctx: ValidateContext): Promise<CheckResult> {
+export async function checkTargetObjects(ctx: ValidateContext, rangeCount = VALIDATE_LIST_RANGES): Promise<CheckResult> {
   const { config } = ctx;
   const failures = new Findings();
-  let rowsChecked = 0;
-  let objectsListed = 0;
-  let unreferenced = 0;
+  const totals = { rowsChecked: 0, objectsListed: 0, unreferenced: 0 };
+  const boundaries = await ledgerBoundaries(ctx.db, config.ledgerSchema, 'dst_key', rangeCount);
+  await Promise.all(rangesBetween(boundaries).map((range) => mergeRange(ctx, range, failures, totals)));
+  const { rowsChecked, objectsListed, unreferenced } = totals;
+  sortFindings(failures);
 
-  await withCursor(ctx.db, targetRowsQuery(ctx, 'path'), PAGE_ROWS, async (rows) => {
-    const objects = listObjects(ctx.s3, config.target.bucket, config.target.prefix);
+  return checkResult('targetObjects', TARGET_OBJECTS, {
+    summary: `${plural(rowsChecked, 'row')} under ${config.target.prefix} merged with ${plural(objectsListed, 'listed object')}: ${failures.count} without a matching object`,
+    checked: rowsChecked,
+    failures,
+    strict: ctx.strict,
+    details: { mode: 'full', objectsListed, unreferencedObjects: unreferenced },
+  });
+}
+
+/** Key ranges `validate` merges at once (each holds a database connection). */
+export const VALIDATE_LIST_RANGES = 8;
+
+/** One range of the merge of the target listing with the table's rows. */
+async function mergeRange(
+  ctx: ValidateContext,
+  range: KeyRange,
+  failures: Findings,
+  totals: { rowsChecked: number; objectsListed: number; unreferenced: number },
+): Promise<void> {
+  const { config } = ctx;
+  await withCursor(ctx.db, targetRowsQuery(ctx, 'path', undefined, undefined, range), PAGE_ROWS, async (rows) => {
+    const pages = listRangePages(
+      {
+        s3: ctx.s3,
+        bucket: config.target.bucket,
+        prefix: config.target.prefix,
+        onError: (err) => new FatalError(`listing s3://${config.target.bucket}/${config.target.prefix} failed: ${describeS3Error(err)}`),
+      },
+      range,
+    );
+    async function* listed(): AsyncGenerator<ListedObject> {
+      for await (const page of pages) {
+        for (const o of page) yield { key: o.Key!, size: o.Size ?? 0, etag: o.ETag ?? null };
+      }
+    }
+    const objects = listed();
     let object: ListedObject | undefined;
     let previousKey: string | undefined;
     const nextObject = async () => {
       const next = await objects.next();
       object = next.done ? undefined : next.value;
       if (object) {
-        objectsListed += 1;
+        totals.objectsListed += 1;
         if (previousKey !== undefined && compareKeys(previousKey, object.key) >= 0) {
           throw new FatalError(`the listing of s3://${config.target.bucket} is not in UTF-8 binary order (${previousKey} before ${object.key}): cannot merge`);
         }
@@ -80,14 +126,14 @@ export async function checkTargetObjects(ctx: ValidateContext): Promise<CheckRes
     let previousPath: string | undefined;
     let matchedObject = false;
     for await (const row of rows) {
-      rowsChecked += 1;
+      totals.rowsChecked += 1;
       if (previousPath !== undefined && compareKeys(previousPath, row.key) > 0) {
         // Postgres' "C" collation is byte order only in a UTF-8 database.
         throw new FatalError(`the database does not sort paths in UTF-8 byte order (${previousPath} before ${row.key}): is it a UTF-8 database?`);
       }
       previousPath = row.key;
       while (object && compareKeys(object.key, row.key) < 0) {
-        if (!matchedObject) unreferenced += 1;
+        if (!matchedObject) totals.unreferenced += 1;
         matchedObject = false;
         await nextObject();
       }
@@ -102,17 +148,14 @@ export async function checkTargetObjects(ctx: ValidateContext): Promise<CheckRes
     }
     // The rest of the listing: objects no row names (orphans moved, superseded copies).
     while (object) {
-      if (!matchedObject) unreferenced += 1;
+      if (!matchedObject) totals.unreferenced += 1;
       matchedObject = false;
       await nextObject();
     }
   });
+}
 
-  return checkResult('targetObjects', TARGET_OBJECTS, {
-    summary: `${plural(rowsChecked, 'row')} under ${config.target.prefix} merged with ${plural(objectsListed, 'listed object')}: ${failures.count} without a matching object`,
-    checked: rowsChecked,
-    failures,
-    strict: ctx.strict,
-    details: { mode: 'full', objectsListed, unreferencedObjects: unreferenced },
-  });
+/** Findings in key order, as one listing chain would have found them (ranges finish in any order). */
+export function sortFindings(findings: Findings): void {
+  findings.items.sort((a, b) => compareKeys(a.key, b.key));
 }

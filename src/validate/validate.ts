@@ -6,12 +6,13 @@ import { bindLedgerConfig } from '../ledger/ledger-config.js';
 import { ALL_STATES, type LedgerState } from '../ledger/state-machine.js';
 import { openLedgerForReading } from '../report/report.js';
 import { iso } from '../report/collect-report.js';
+import { readStateCounts } from '../ledger/ledger-counts.js';
 import { createS3Client } from '../s3/client.js';
 import { checkLocation } from '../s3/preflight.js';
 import { LEDGER_SETTLED, checkLedgerSettled } from './check-ledger-settled.js';
 import { LEGACY_ROWS, checkLegacyRows } from './check-legacy-rows.js';
 import { SOURCE_EMPTY, checkSourceEmpty } from './check-source-empty.js';
-import { TARGET_OBJECTS, checkTargetObjects } from './check-target-objects.js';
+import { TARGET_OBJECTS, VALIDATE_LIST_RANGES, checkTargetObjects } from './check-target-objects.js';
 import { sampleTargetObjects } from './sample-target-objects.js';
 import { CHECKS, skippedCheck, type CheckKey, type CheckResult, type ValidateResult } from './validate-types.js';
 import type { ValidateContext } from './validate-context.js';
@@ -35,8 +36,9 @@ export interface ValidateOptions {
  * SELECT on the table and the ledger, and List/Head on both buckets.
  */
 export async function validate(config: MigrateConfig, options: ValidateOptions): Promise<ValidateResult> {
-  const db = await openLedgerForReading(config);
-  const s3 = createS3Client(config.s3, { maxSockets: Math.max(4, options.concurrency) });
+  // One connection per listing range of the full target check, and one more.
+  const db = await openLedgerForReading(config, VALIDATE_LIST_RANGES + 1);
+  const s3 = createS3Client(config.s3, { maxSockets: Math.max(2 * VALIDATE_LIST_RANGES, options.concurrency) });
   try {
     // Validating a move the ledger was not planned for would prove nothing.
     await bindLedgerConfig(db, config, 'use');
@@ -57,11 +59,8 @@ export async function validate(config: MigrateConfig, options: ValidateOptions):
       ledgerSettled: await run('ledgerSettled', LEDGER_SETTLED, () => checkLedgerSettled(ctx)),
     };
 
-    const stateRows = (await sql<{ state: LedgerState; n: number }>`
-      select state, count(*)::int as n from ${sql.id(config.ledgerSchema, 'migration_ledger')} group by state
-    `.execute(db)).rows;
     const states = Object.fromEntries(ALL_STATES.map((s) => [s, 0])) as Record<LedgerState, number>;
-    for (const row of stateRows) states[row.state] = row.n;
+    for (const [state, n] of Object.entries(await readStateCounts(db, config.ledgerSchema))) states[state as LedgerState] = n;
     const now = (await sql<{ now: Date }>`select now() as now`.execute(db)).rows[0]!.now;
 
     return {
