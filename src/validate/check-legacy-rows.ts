@@ -2,12 +2,12 @@ import { sql } from 'kysely';
 import { EXCEPTION_STATES, Findings, MAX_LISTED, checkResult, plural, type CheckResult } from './validate-types.js';
 import { appTable, ledgerTable, type ValidateContext } from './validate-context.js';
 
-export const LEGACY_ROWS = 'no table row points under SOURCE_PREFIX, except rows of keys left failed, conflict, missing or archived';
+export const LEGACY_ROWS = 'no table row points under SOURCE_PREFIX, except rows of keys left failed, conflict, missing, archived or reverted';
 
 /**
  * Check 1: no row of the table still names a key under the source prefix,
  * except rows whose key the ledger left behind on purpose (failed, conflict,
- * missing, archived): those are known exceptions, failures only with `--strict`.
+ * missing, archived, reverted): those are known exceptions, failures only with `--strict`.
  *
  * The table is read directly, not the ledger's account of it. The work is
  * done by Postgres (a count, then the first rows of each kind), so nothing
