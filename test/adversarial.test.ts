@@ -49,5 +49,5 @@ t.test(`everything at once never leaves a row naming a missing object (seed ${se
 
   t.equal(result.finalPlan.code, 0, `final plan: ${tail(result.finalPlan.stderr, 5)}`);
   t.equal(result.finalExecute.code, 0, `final execute converges: ${tail(result.finalExecute.stderr, 10)}`);
-  t.equal(result.validate.code, 0, `validate passes: ${tail(result.validate.stdout + result.validate.stderr, 40)}`);
+  t.equal(result.validate.code, 0, `validate passes: ${tail((result.validate.stdout + result.validate.stderr).split('\n').filter((l) => !/known exception: key is/.test(l)).join('\n'), 40)}`);
 });
