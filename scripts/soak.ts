@@ -27,6 +27,10 @@ const USAGE = `usage: npm run soak -- [--cycles N] [--seed S] [--keys K] [--chao
   --seed S           seed of the first cycle; cycle i uses S + i (default: the time)
   --keys K           legacy keys per cycle (default 600)
   --chaos-seconds T  how long each cycle's chaos lasts (default 45)
+  --app-sessions N   application sessions writing during the chaos (default 3; 0: none)
+  --other-spellings N  rows naming a key as /image/x or s3://bucket/image/x before the plan (default 4)
+  --no-revert        no revert loop
+  (the last three narrow a failure down to the actor that causes it)
   --verbose          print every spawn, signal and exit`;
 
 interface SoakConfig {
@@ -34,6 +38,9 @@ interface SoakConfig {
   seed: number;
   keys: number;
   chaosSeconds: number;
+  appSessions: number;
+  otherSpellings: number;
+  reverts: boolean;
   verbose: boolean;
 }
 
@@ -45,6 +52,9 @@ function parse(argv: string[]): SoakConfig {
       seed: { type: 'string' },
       keys: { type: 'string' },
       'chaos-seconds': { type: 'string' },
+      'app-sessions': { type: 'string' },
+      'other-spellings': { type: 'string' },
+      'no-revert': { type: 'boolean', default: false },
       verbose: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
@@ -67,6 +77,9 @@ function parse(argv: string[]): SoakConfig {
     seed: int('seed', values.seed, Date.now() % 1_000_000, 0),
     keys: int('keys', values.keys, 600, 10),
     chaosSeconds: int('chaos-seconds', values['chaos-seconds'], 45, 5),
+    appSessions: int('app-sessions', values['app-sessions'], 3, 0),
+    otherSpellings: int('other-spellings', values['other-spellings'], 4, 0),
+    reverts: values['no-revert'] !== true,
     verbose: values.verbose === true,
   };
 }
@@ -124,6 +137,9 @@ async function main(): Promise<number> {
             seed,
             keys: config.keys,
             chaosSeconds: config.chaosSeconds,
+            appSessions: config.appSessions,
+            otherSpellings: config.otherSpellings,
+            reverts: config.reverts,
             log: config.verbose ? (l) => say(`  ${l}`) : undefined,
             onViolation: (v) => say(`  VIOLATION ${v.at} row ${v.rowId} -> ${v.path} (s3://${v.bucket}/${v.key} missing)`),
           },
@@ -141,7 +157,9 @@ async function main(): Promise<number> {
             if (r.code !== 0) say(`  ${name} exit ${r.code}:\n${tail(r.stdout + r.stderr, 30).replace(/^/gm, '    ')}`);
           }
         }
-        say(`soak: FAILED at cycle ${i + 1} after ${passed} passed; replay: ADVERSARIAL_SEED=${seed} npx tap --disable-coverage -t 900 dist/test/adversarial.test.js (or npm run soak -- --cycles 1 --seed ${seed})`);
+        const narrowed = process.argv.slice(2).filter((a, j, all) => /^--(app-sessions|other-spellings|no-revert|keys|chaos-seconds)$/.test(a) || /^--(app-sessions|other-spellings|keys|chaos-seconds)$/.test(all[j - 1] ?? ''));
+        const replay = `npm run soak -- --cycles 1 --seed ${seed}${narrowed.length ? ` ${narrowed.join(' ')}` : ''}`;
+        say(`soak: FAILED at cycle ${i + 1} after ${passed} passed; replay: ${replay}${narrowed.length ? '' : ` (or ADVERSARIAL_SEED=${seed} npx tap --disable-coverage -t 900 dist/test/adversarial.test.js)`}`);
         return 1;
       }
       passed += 1;

@@ -74,8 +74,10 @@ export interface AdversarialConfig {
   chaosSeconds?: number;
   /** `--lease-seconds` of every execute and revert (default 3). */
   leaseSeconds?: number;
-  /** Application sessions writing at once (default 3). */
+  /** Application sessions writing at once (default 3; 0: no application). */
   appSessions?: number;
+  /** Run the revert loop (default true). */
+  reverts?: boolean;
   /** One line per notable event (spawns, signals, exits); quiet by default. */
   log?: (line: string) => void;
   /** Called for each violation as soon as the observer proves it. */
@@ -296,6 +298,7 @@ export async function runAdversarialScenario(target: ScenarioEnv, config: Advers
 
     actors.push(
       (async () => {
+        if (config.reverts === false) return;
         const rnd = seededRandom(config.seed * 16 + 3);
         let refusedInARow = 0;
         while (chaosOn()) {
