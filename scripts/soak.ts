@@ -20,7 +20,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { createDatabase, dropDatabase, startPostgres, withDatabase } from './lib/local-postgres.js';
 import { startS3 } from './lib/local-minio.js';
-import { describeResult, runAdversarialScenario, tail, type ScenarioResult } from '../test/support/adversarial-scenario.js';
+import { convergenceProblems, describeResult, runAdversarialScenario, type ScenarioResult } from '../test/support/adversarial-scenario.js';
 
 const USAGE = `usage: npm run soak -- [--cycles N] [--seed S] [--keys K] [--chaos-seconds T] [--verbose]
   --cycles N         cycles to run (default 30)
@@ -147,16 +147,12 @@ async function main(): Promise<number> {
       } finally {
         await Promise.allSettled([dropDatabase(postgres.url, dbName), emptyAndDelete(s3client, sourceBucket), emptyAndDelete(s3client, targetBucket)]);
       }
-      const converged = result.finalPlan.code === 0 && result.finalExecute.code === 0 && result.validate.code === 0;
-      const ok = result.violationCount === 0 && converged;
+      const problems = convergenceProblems(result);
+      const ok = result.violationCount === 0 && problems.length === 0;
       say(`cycle ${i + 1}/${config.cycles} ${ok ? 'ok' : 'FAILED'}: ${describeResult(result)}`);
       for (const line of result.anomalies) say(`  anomaly: ${line}`);
       if (!ok) {
-        if (!converged) {
-          for (const [name, r] of [['final plan', result.finalPlan], ['final execute', result.finalExecute], ['validate', result.validate]] as const) {
-            if (r.code !== 0) say(`  ${name} exit ${r.code}:\n${tail(r.stdout + r.stderr, 30).replace(/^/gm, '    ')}`);
-          }
-        }
+        for (const problem of problems) say(`  ${problem.replace(/\n/g, '\n    ')}`);
         const narrowed = process.argv.slice(2).filter((a, j, all) => /^--(app-sessions|other-spellings|no-revert|keys|chaos-seconds)$/.test(a) || /^--(app-sessions|other-spellings|keys|chaos-seconds)$/.test(all[j - 1] ?? ''));
         const replay = `npm run soak -- --cycles 1 --seed ${seed}${narrowed.length ? ` ${narrowed.join(' ')}` : ''}`;
         say(`soak: FAILED at cycle ${i + 1} after ${passed} passed; replay: ${replay}${narrowed.length ? '' : ` (or ADVERSARIAL_SEED=${seed} npx tap --disable-coverage -t 900 dist/test/adversarial.test.js)`}`);

@@ -18,7 +18,7 @@
  */
 import t from 'tap';
 import { setupTestEnv } from './helpers/services.js';
-import { describeResult, runAdversarialScenario, seedFromEnv, tail } from './support/adversarial-scenario.js';
+import { convergenceProblems, describeResult, runAdversarialScenario, seedFromEnv } from './support/adversarial-scenario.js';
 
 const seed = seedFromEnv(1201);
 
@@ -47,7 +47,7 @@ t.test(`everything at once never leaves a row naming a missing object (seed ${se
   t.ok(ran('app insert') + ran('app update') >= 20, 'the application wrote');
   t.ok(result.checks >= 20, 'the observer really watched');
 
-  t.equal(result.finalPlan.code, 0, `final plan: ${tail(result.finalPlan.stderr, 5)}`);
-  t.equal(result.finalExecute.code, 0, `final execute converges: ${tail(result.finalExecute.stderr, 10)}`);
-  t.equal(result.validate.code, 0, `validate passes: ${tail((result.validate.stdout + result.validate.stderr).split('\n').filter((l) => !/known exception: key is/.test(l)).join('\n'), 40)}`);
+  // Converges: plan and validate exit 0; execute exits 0, or 1 only for
+  // keys whose source a row names in another spelling (kept on purpose).
+  t.same(convergenceProblems(result), [], 'a final plan + execute converges and validate passes');
 });
