@@ -6,7 +6,9 @@
  * On a fresh database and buckets (the seed's table: `avatars(id serial
  * primary key, path varchar)`, no index on the path column), after a few
  * rows in other spellings of a key (`/image/x`, `s3://<bucket>/image/x`) and
- * one `plan`, these run concurrently for `chaosSeconds`:
+ * one `plan`, these run concurrently for `chaosSeconds`, and longer (at
+ * most 3x) until 60% of the keys have moved, so a slow machine gets as much
+ * real work under chaos as a fast one:
  * - two execute loops: `execute` runs one after another, each with random
  *   flags (threads, batch size, concurrency, full / `--keep-source` /
  *   `--delete-only`), all with a short `--lease-seconds`;
@@ -19,7 +21,9 @@
  *   write of a path made just after a HEAD saw its object exist; short
  *   transactions and long ones (up to ~4 s, some REPEATABLE READ, a few
  *   rolled back);
- * - chaos: at random moments, a running `execute` or `plan` is SIGKILLed,
+ * - chaos: at a random moment after the ledger last moved (so that work
+ *   happens between two signals, however slow the machine), a running
+ *   `execute` or `plan` is SIGKILLed,
  *   or an `execute` or `revert` is SIGSTOPped for longer than the lease and
  *   then SIGCONTinued (its leases meanwhile taken over by the others).
  *
@@ -251,6 +255,7 @@ export async function runAdversarialScenario(target: ScenarioEnv, config: Advers
   };
 
   let observer: ReturnType<typeof startInvariantObserver> | undefined;
+  let chaosOver = false;
   try {
     // --- setup: the seed's table (no index on path), a few other spellings, one plan.
     const seeded = await cli('seed', ['seed', '--count', String(keys), '--modern', String(modern), '--quiet'], 300_000);
@@ -274,8 +279,25 @@ export async function runAdversarialScenario(target: ScenarioEnv, config: Advers
     });
 
     // --- the chaos.
-    const deadline = Date.now() + chaosMs;
-    const chaosOn = () => Date.now() < deadline;
+    // The chaos lasts chaosSeconds, and longer (up to 3x) until the ledger
+    // shows real work: on a loaded machine the processes spend seconds
+    // starting, and a chaos that only ever hits start-ups proves little.
+    // Progress is read from the ledger, never timed.
+    const chaosStart = Date.now();
+    let ledgerNow = await ledgerStates(target.databaseUrl);
+    const moved = () => keys - (ledgerNow.pending ?? 0) - (ledgerNow.copied ?? 0);
+    const chaosOn = () => {
+      if (chaosOver) return false;
+      const elapsed = Date.now() - chaosStart;
+      chaosOver = elapsed >= 3 * chaosMs || (elapsed >= chaosMs && moved() >= keys * 0.6);
+      return !chaosOver;
+    };
+    const watcher = (async () => {
+      while (chaosOn()) {
+        await sleep(250);
+        ledgerNow = await ledgerStates(target.databaseUrl).catch(() => ledgerNow);
+      }
+    })();
     const actors: Array<Promise<void>> = [];
     const executesLive = () => [...live].some((r) => r.kind === 'execute');
 
@@ -343,7 +365,12 @@ export async function runAdversarialScenario(target: ScenarioEnv, config: Advers
       (async () => {
         const rnd = seededRandom(config.seed * 16 + 5);
         while (chaosOn()) {
-          await sleep(rnd.between(1_500, 4_000));
+          // Signal only after the ledger moved since the last signal, at a
+          // random moment after that: the processes get to do work between two
+          // signals however slow the machine is.
+          const before = JSON.stringify(ledgerNow);
+          while (chaosOn() && JSON.stringify(ledgerNow) === before) await sleep(250);
+          await sleep(rnd.between(500, 3_000));
           // A process is signalled once it has had a second to start (node,
           // connections, checks): killing start-ups over and over tests little.
           const candidates = [...live].filter(
@@ -385,7 +412,7 @@ export async function runAdversarialScenario(target: ScenarioEnv, config: Advers
     const allActors = Promise.all(actors).finally(() => (actorsDone = true));
     // Rethrown below; handled at once so an early failure is not "unhandled" meanwhile.
     allActors.catch(() => undefined);
-    await sleep(Math.max(0, deadline - Date.now()));
+    await watcher;
     while (!actorsDone) {
       await killAll(120_000);
       await Promise.race([allActors, sleep(200)]);
@@ -436,6 +463,7 @@ export async function runAdversarialScenario(target: ScenarioEnv, config: Advers
       seconds: Math.round((Date.now() - started) / 100) / 10,
     };
   } finally {
+    chaosOver = true;
     await killAll();
     await observer?.halt();
   }
