@@ -103,6 +103,17 @@ async function main(): Promise<number> {
   const baseEnv = Object.fromEntries(Object.entries(process.env).filter(([name]) => !SERVICE_SETTING.test(name)));
   say(`soak: ${config.cycles} cycles from seed ${config.seed}, ${config.keys} keys, ${config.chaosSeconds} s of chaos each`);
   let passed = 0;
+  // Ctrl-C or SIGTERM: the current cycle's database and buckets are dropped
+  // (the scenario's processes die with us through child-reaper), then exit.
+  let cleanupCycle: (() => Promise<unknown>) | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    say(`soak: ${signal}, cleaning up`);
+    void Promise.resolve(cleanupCycle?.())
+      .catch(() => undefined)
+      .finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   try {
     for (let i = 0; i < config.cycles; i++) {
       const seed = config.seed + i;
@@ -114,6 +125,8 @@ async function main(): Promise<number> {
       await s3client.send(new CreateBucketCommand({ Bucket: sourceBucket }));
       await s3client.send(new CreateBucketCommand({ Bucket: targetBucket }));
       const databaseUrl = withDatabase(postgres.url, dbName);
+      cleanupCycle = () =>
+        Promise.allSettled([dropDatabase(postgres.url, dbName), emptyAndDelete(s3client, sourceBucket), emptyAndDelete(s3client, targetBucket)]);
       let result: ScenarioResult;
       try {
         result = await runAdversarialScenario(
@@ -145,7 +158,8 @@ async function main(): Promise<number> {
           },
         );
       } finally {
-        await Promise.allSettled([dropDatabase(postgres.url, dbName), emptyAndDelete(s3client, sourceBucket), emptyAndDelete(s3client, targetBucket)]);
+        await cleanupCycle();
+        cleanupCycle = undefined;
       }
       const problems = convergenceProblems(result);
       const ok = result.violationCount === 0 && problems.length === 0;

@@ -23,9 +23,15 @@
  * - 3 rows naming a key as `/image/x` or `s3://<bucket>/image/x`, whose
  *   object execute deleted (other spellings).
  * and validate failed (8 rows under avatar/ without an object). Narrowed
- * with `npm run soak -- --cycles 1 --seed 1201`: see NARROWED_ON_OLD_MAIN.
- * Other runs of the same seed found 10 and 16 (timing differs; the seed
- * fixes the decisions, not the machine).
+ * with `npm run soak -- --cycles 1 --seed 1201 ...` on the same main:
+ * - `--app-sessions 0 --other-spellings 0` (executes, revert, plan, kills
+ *   and freezes; no application): 0 violations;
+ * - `--other-spellings 0 --no-revert` (the application, no revert): 13
+ *   (10 legacy, 3 in the spellings the application wrote);
+ * - `--app-sessions 0 --no-revert` (only the 4 rows in other spellings):
+ *   4, every one of them.
+ * Other runs of the full scenario with the same seed found 10 and 16
+ * (timing differs; the seed fixes the decisions, not the machine).
  */
 import t from 'tap';
 import { setupTestEnv } from './helpers/services.js';
