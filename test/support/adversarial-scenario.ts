@@ -13,8 +13,9 @@
  *   flags (threads, batch size, concurrency, full / `--keep-source` /
  *   `--delete-only`), all with a short `--lease-seconds`;
  * - a revert loop: `revert --limit N` now and then; exit 2 (refused while an
- *   execute runs) is a legitimate answer, and after two refusals in a row it
- *   waits for a moment when no execute of ours is running before it tries;
+ *   execute runs) is a legitimate answer, and after two refusals in a row
+ *   the execute loops hold off new runs until no execute of ours is running
+ *   and that revert has run;
  * - a plan loop: `plan` (sometimes `plan --list`) re-runs;
  * - the application: several sessions insert, update and delete rows,
  *   naming legacy AND target keys (and now and then another spelling), each
@@ -299,13 +300,21 @@ export async function runAdversarialScenario(target: ScenarioEnv, config: Advers
       }
     })();
     const actors: Array<Promise<void>> = [];
-    const executesLive = () => [...live].some((r) => r.kind === 'execute');
+    // A frozen execute does not count: its heartbeat goes stale, so it must
+    // not block a revert (and a revert beside it is the point: finding 3).
+    const executesLive = () => [...live].some((r) => r.kind === 'execute' && !r.stopped);
+    // Set by the revert loop after its revert was refused twice in a row (a
+    // tool that keeps execute and revert apart answers exit 2): the execute
+    // loops start nothing new until that revert has run, so revert still
+    // gets its turns.
+    let revertWanted = false;
 
     for (const n of [1, 2]) {
       const rnd = seededRandom(config.seed * 16 + n);
       actors.push(
         (async () => {
           while (chaosOn()) {
+            while (revertWanted && chaosOn()) await sleep(100);
             const mode = rnd.pick([[], [], [], ['--keep-source'], ['--delete-only']] as string[][]);
             await cli(
               'execute',
@@ -335,8 +344,10 @@ export async function runAdversarialScenario(target: ScenarioEnv, config: Advers
         while (chaosOn()) {
           await sleep(rnd.between(1_000, 3_500));
           if (refusedInARow >= 2) {
-            // Mutual exclusion refuses a revert beside a live execute: wait for a gap.
-            for (let i = 0; i < 100 && executesLive() && chaosOn(); i++) await sleep(100);
+            // Mutual exclusion refuses a revert beside a live execute: ask for
+            // a gap (the running executes end, or the chaos kills them).
+            revertWanted = true;
+            while (executesLive() && chaosOn()) await sleep(100);
           }
           if (!chaosOn()) break;
           const result = await cli(
@@ -344,8 +355,9 @@ export async function runAdversarialScenario(target: ScenarioEnv, config: Advers
             ['revert', '--limit', String(rnd.int(5, 40)), '--batch-size', String(rnd.int(5, 25)), '--concurrency', '4',
               '--lease-seconds', String(lease), '--backoff-seconds', '1', '--quiet'],
             chaosMs + 120_000,
-          );
+          ).finally(() => (revertWanted = false));
           refusedInARow = result.code === 2 ? refusedInARow + 1 : 0;
+          if (result.code === 2) count('revert refused');
         }
       })(),
     );
