@@ -328,7 +328,7 @@ export async function runAdversarialScenario(target: ScenarioEnv, config: Advers
                 '--backoff-seconds', '1',
                 '--quiet',
               ],
-              chaosMs + 120_000,
+              3 * chaosMs + 120_000,
             );
             await sleep(rnd.between(200, 2_500));
           }
@@ -354,7 +354,7 @@ export async function runAdversarialScenario(target: ScenarioEnv, config: Advers
             'revert',
             ['revert', '--limit', String(rnd.int(5, 40)), '--batch-size', String(rnd.int(5, 25)), '--concurrency', '4',
               '--lease-seconds', String(lease), '--backoff-seconds', '1', '--quiet'],
-            chaosMs + 120_000,
+            3 * chaosMs + 120_000,
           ).finally(() => (revertWanted = false));
           refusedInARow = result.code === 2 ? refusedInARow + 1 : 0;
           if (result.code === 2) count('revert refused');
