@@ -32,6 +32,19 @@
  *   4, every one of them.
  * Other runs of the full scenario with the same seed found 10 and 16
  * (timing differs; the seed fixes the decisions, not the machine).
+ *
+ * On branch `guard` (delete fence + trigger), 2026-12-01: seed 1201 passes
+ * (0 violations; the final execute exits 1 only for the keys a row names in
+ * another spelling, whose sources the guard keeps; validate exits 0). Seed
+ * 1202 found, at guard c3cc42f, 2 rows naming a target that revert deleted
+ * (rows the application inserted with `avatar/x` while the key sat in
+ * `reverting`; the revert that finally deleted the target resumed keys an
+ * earlier revert had fenced and given back), and, at guard c3cc42f and
+ * 7f54f42, keys left `reverting` for good: a revert whose fence wait (at
+ * most a third of --lease-seconds) loses to a 1-4 s application
+ * transaction gives its keys back and still exits 0, and later `revert
+ * --limit N` runs claim by id, so no final plan + execute settles them
+ * (validate: ledger-settled fails).
  */
 import t from 'tap';
 import { setupTestEnv } from './helpers/services.js';
