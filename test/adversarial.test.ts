@@ -37,9 +37,10 @@
  * (0 violations; the final execute exits 1 only for the keys a row names in
  * another spelling, whose sources the guard keeps; validate exits 0). Seed
  * 1202 found, at guard c3cc42f, 2 rows naming a target that revert deleted
- * (rows the application inserted with `avatar/x` while the key sat in
- * `reverting`; the revert that finally deleted the target resumed keys an
- * earlier revert had fenced and given back), and, at guard c3cc42f and
+ * (rows 638 and 647, inserted by the application with `avatar/x`; validate
+ * names them too; from the log, the revert that deleted those targets had
+ * resumed keys an earlier revert left `reverting`: a reading, not yet
+ * verified), and, at guard c3cc42f and
  * 7f54f42, keys left `reverting` for good: a revert whose fence wait (at
  * most a third of --lease-seconds) loses to a 1-4 s application
  * transaction gives its keys back and still exits 0, and later `revert
