@@ -92,6 +92,8 @@ async function main(): Promise<number> {
   const say = (line: string) => process.stdout.write(`${line}\n`);
   const postgres = await startPostgres({ log: config.verbose ? (l) => say(`# ${l}`) : undefined });
   const s3 = await startS3({ log: config.verbose ? (l) => say(`# ${l}`) : undefined });
+  // As test/helpers/services.ts's createTestS3Client, which cannot be
+  // imported here: that module loads tap, whose output a script must not print.
   const s3client = new S3Client({
     endpoint: s3.endpoint,
     region: s3.region,
