@@ -3,10 +3,20 @@ import { ledgerMigration } from './0001-ledger.js';
 import { auditViewsMigration } from './0002-audit-views.js';
 import { archivedStateMigration } from './0004-archived.js';
 import { revertMigration } from './0005-revert.js';
+import { runsLivenessRevertViewsMigration } from './0007-runs-liveness-revert-views.js';
 
 /**
  * The ledger schema's migrations, in order. Names are numbered so that
  * kysely's alphabetical ordering is the intended one.
+ *
+ * There is no 0003, on purpose: it was written alongside 0002 and 0004 but
+ * never released, so no ledger has it. The numbers are not closed up
+ * because kysely records each applied migration by name in
+ * `kysely_migration`: after renaming 0004 to 0003, every existing ledger
+ * would hold an applied migration the list no longer has (kysely then
+ * refuses to migrate it at all) and a "new" 0003 to run, the archived-state
+ * change a second time. A number, once released, is never reused or
+ * renamed; a gap costs nothing.
  */
 export function ledgerMigrations(schema: string): Record<string, Migration> {
   return {
@@ -14,5 +24,6 @@ export function ledgerMigrations(schema: string): Record<string, Migration> {
     '0002-audit-views': auditViewsMigration(schema),
     '0004-archived': archivedStateMigration(schema),
     '0005-revert': revertMigration(schema),
+    '0007-runs-liveness-revert-views': runsLivenessRevertViewsMigration(schema),
   };
 }

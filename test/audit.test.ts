@@ -85,7 +85,7 @@ t.test('every query in docs/AUDIT.md answers its question', async (t) => {
   const expectations: Record<string, (t: Test, query: string) => Promise<void>> = {
     progress: async (t, q) => {
       const rows = await run(t, 'progress', q);
-      t.same(rows.map((r) => r.state), ['pending', 'copied', 'db_updated', 'done', 'failed', 'conflict', 'missing', 'superseded', 'archived']);
+      t.same(rows.map((r) => r.state), ['pending', 'copied', 'db_updated', 'reverting', 'done', 'failed', 'conflict', 'missing', 'superseded', 'archived', 'reverted']);
       const keys = Object.fromEntries(rows.map((r) => [r.state, Number(r.keys)]));
       t.match(keys, { pending: 0, done: doneKeys, conflict: 1, missing: 1 });
       t.equal(rows.reduce((n, r) => n + Number(r.percent), 0).toFixed(0), '100', 'percents add up to 100');

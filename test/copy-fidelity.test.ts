@@ -10,6 +10,7 @@ import {
   taggingQuery,
   verifyCopy,
 } from '../src/s3/object-attributes.js';
+import { readProvenance, userMetadata } from '../src/copy/provenance.js';
 import { runCli } from './helpers/cli.js';
 import { startFaultProxy } from './support/fault-proxy.js';
 import { ledgerStates, query } from './helpers/db.js';
@@ -40,7 +41,8 @@ function headers(head: HeadObjectCommandOutput) {
     ContentEncoding: head.ContentEncoding,
     ContentLanguage: head.ContentLanguage,
     Expires: head.Expires?.toISOString(),
-    Metadata: head.Metadata,
+    // The user's own metadata: the copy adds only the provenance keys (checked separately).
+    Metadata: userMetadata(head.Metadata),
     StorageClass: head.StorageClass ?? 'STANDARD',
   };
 }
@@ -125,11 +127,14 @@ t.test('a listed single-part object keeps bytes, headers, metadata and tags', as
   const after = await head(env.s3client, env.targetBucket, 'avatar/full.webp');
   t.same(headers(after), before, 'header-identical');
   t.equal(after.ContentType, 'image/webp');
-  t.same(after.Metadata, HEADERS.Metadata);
+  t.same(userMetadata(after.Metadata), HEADERS.Metadata);
+  t.equal(readProvenance(after.Metadata)?.source, `${env.sourceBucket}%2Fimage%2Ffull.webp`, 'plus the provenance keys, naming the source');
+  t.equal(readProvenance(after.Metadata)?.etag, (await head(env.s3client, env.targetBucket, 'avatar/full.webp')).ETag?.replace(/"/g, ''), 'naming the source ETag (single-part: the same MD5)');
   t.same(await tags(env.s3client, env.targetBucket, 'avatar/full.webp'), TAGS, 'all 3 tags');
-  // Listed keys cost no source HEAD, and a fresh batch no destination HEAD:
-  // 1 listing of the batch's destinations, 2 copies, 1 delete.
-  t.match(run.stderr, /execute: 2 keys moved.*; 4 S3 requests/s, 'no extra request per listed key');
+  // A fresh batch costs no destination HEAD; each copy costs one source
+  // HEAD (its headers and metadata are written back with the provenance):
+  // 1 listing of the batch's destinations, 2 HEADs, 2 copies, 1 delete.
+  t.match(run.stderr, /execute: 2 keys moved.*; 6 S3 requests/s, 'one source HEAD per key, no destination HEAD');
 });
 
 t.test('an unlisted object (plan without --list) keeps its class and attributes via one source HEAD', async (t) => {

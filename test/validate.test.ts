@@ -91,7 +91,7 @@ t.test('validate on a migrated fixture', async (t) => {
     const run = await cli(env, ['validate']);
     t.equal(run.code, 1, 'exit 1');
     t.match(run.stdout, /\[FAIL\] target-objects/);
-    t.match(run.stdout, `row ${firstId} ${firstPath}: no object at s3://${env.targetBucket}/${firstPath}`);
+    t.match(run.stdout, `row ${firstId} names s3://${env.targetBucket}/${firstPath}, which does not exist`);
 
     const { code, result } = await validateJson(env);
     t.equal(code, 1);
@@ -108,7 +108,7 @@ t.test('validate on a migrated fixture', async (t) => {
     await query(env.databaseUrl, 'update avatars set path = $1 where id = $2', [legacy, firstId]);
     const run = await cli(env, ['validate']);
     t.equal(run.code, 1, 'exit 1');
-    t.match(run.stdout, `row ${firstId} ${legacy}: `);
+    t.match(run.stdout, `row ${firstId} names s3://${env.sourceBucket}/${legacy}, which does not exist (ledger: key done)`, 'broken, not unfinished: the source is gone');
     const { result } = await validateJson(env);
     t.equal(result.checks.legacyRows.ok, false);
     t.match(result.checks.legacyRows.failures, [{ key: legacy, rowId: String(firstId), state: 'done' }]);
@@ -157,7 +157,7 @@ t.test('validate on a migrated fixture', async (t) => {
     // A sample as large as the table takes every row, so the deleted one is found.
     const run = await cli(env, ['validate', '--sample', '1000']);
     t.equal(run.code, 1);
-    t.match(run.stdout, `row ${firstId} ${firstPath}: no object`);
+    t.match(run.stdout, `row ${firstId} names s3://${env.targetBucket}/${firstPath}, which does not exist`);
     t.match(run.stdout, /212 random rows under avatar\/ HEADed/);
     await putObject(env.s3client, env.targetBucket, firstPath, bytes, { ContentType: 'image/png' });
   });
@@ -174,7 +174,7 @@ t.test('validate on a migrated fixture', async (t) => {
 
     const strict = await cli(env, ['validate', '--strict']);
     t.equal(strict.code, 1, '--strict fails on it');
-    t.match(strict.stdout, /known exceptions \(failing with --strict\):\n\s+row \d+ image\/ghost\.png: known exception: key is missing/);
+    t.match(strict.stdout, /known exceptions \(failing with --strict\):\n\s+row \d+ names s3:\/\/[^/]+\/image\/ghost\.png, which does not exist: known exception: key is missing/);
   });
 
   await t.test('a live key fails ledger-settled and names its stale lease', async (t) => {

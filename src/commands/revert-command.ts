@@ -27,7 +27,7 @@ export function revertCommand(): Command {
       .addOption(new Option('--log-format <format>', 'stderr lines as text, or one JSON object per line with the run id').choices(['text', 'json']).default('text'))
       .addHelpText(
         'after',
-        '\nExit codes: 0 every key claimed was reverted; 1 a key could not be reverted (listed) or a fatal error;\n2 usage or configuration error; 130/143 interrupted (run again to resume).\n\n' +
+        '\nExit codes: 0 every key claimed was reverted; 1 a key could not be reverted (listed) or a fatal error;\n2 usage or configuration error, or an execute is running on this ledger; 130/143 interrupted (run again to resume).\n\n' +
           'Examples:\n  bucket-migrate revert --limit 10     # a canary\n  bucket-migrate revert                # everything migrated\n  bucket-migrate revert --retry-failed',
       ),
   ).action(async (options, command: Command) => {

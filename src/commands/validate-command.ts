@@ -20,8 +20,8 @@ export function validateCommand(): Command {
           '  sorted listing and the sorted rows: constant memory, no HEAD per key)\n' +
           '- source-empty: nothing is left under SOURCE_PREFIX but known\n' +
           '  exceptions; keys the ledger does not know are "not planned"\n' +
-          '- ledger-settled: no key is left pending, copied or db_updated;\n' +
-          '  stale leases are named with their owner\n' +
+          '- ledger-settled: no key is left pending, copied, db_updated or\n' +
+          '  reverting; stale leases are named with their owner\n' +
           'Read-only: SELECT on the table and the ledger, List/Head on both buckets.',
       )
       .option('--json', 'print one JSON document (its shape is documented in docs/AUDIT.md)', false)

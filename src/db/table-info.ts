@@ -1,6 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 import { formatTableName, regclassName, type TableName } from '../config/identifiers.js';
 import { UsageError } from '../errors.js';
+import type { PathLimit } from '../plan/key-refusal.js';
 
 /** What the tool needs to know about the application's table. */
 export interface TableInfo {
@@ -14,6 +15,8 @@ export interface TableInfo {
   hasPathIndex: boolean;
   /** Whether the id column is the table's primary key (or unique). */
   idIsUnique: boolean;
+  /** The path column's length limit (`varchar(n)`, `char(n)`); undefined for text or an unbounded varchar. */
+  pathLimit?: PathLimit;
 }
 
 // Casts we are willing to paste into SQL: the id column's type is looked up
@@ -46,8 +49,9 @@ export async function inspectTable(
   const oid = found.rows[0]?.oid;
   if (!oid) throw new UsageError(`table ${name} does not exist: check --table (or MIGRATE_TABLE) and the database in DATABASE_URL`);
 
-  const columns = await sql<{ attname: string; type: string }>`
-    select a.attname, regexp_replace(format_type(a.atttypid, null), '\\(.*\\)', '') as type
+  const columns = await sql<{ attname: string; type: string; full_type: string; typmod: number }>`
+    select a.attname, regexp_replace(format_type(a.atttypid, null), '\\(.*\\)', '') as type,
+           format_type(a.atttypid, a.atttypmod) as full_type, a.atttypmod as typmod
     from pg_attribute a
     where a.attrelid = ${oid} and a.attnum > 0 and not a.attisdropped and a.attname in (${idColumn}, ${pathColumn})
   `.execute(db);
@@ -58,7 +62,7 @@ export async function inspectTable(
   if (!pathType) throw new UsageError(`column ${pathColumn} does not exist in ${name}: check --path-column`);
   const idCast = ID_CASTS[idType];
   if (!idCast) throw new UsageError(`--id-column ${idColumn} has type ${idType}; supported: ${Object.keys(ID_CASTS).join(', ')}`);
-  if (!PATH_TYPES.has(pathType)) throw new UsageError(`--path-column ${pathColumn} has type ${pathType}; it must be text or varchar`);
+  if (!PATH_TYPES.has(pathType)) throw new UsageError(`--path-column ${pathColumn} has type ${pathType}; it must be text, varchar or char`);
 
   const indexes = await sql<{ leading: string; is_unique: boolean; cols: number; by_equality: boolean }>`
     select a.attname as leading, i.indisunique as is_unique, i.indnatts as cols,
@@ -74,5 +78,8 @@ export async function inspectTable(
   if (!idIsUnique) {
     throw new UsageError(`--id-column ${idColumn} of ${name} has no primary key or unique index: rows could not be updated by id`);
   }
-  return { idCast, hasPathIndex: indexes.rows.some((r) => r.leading === pathColumn && r.by_equality), idIsUnique };
+  // varchar(n) and char(n) keep n + 4 (the varlena header) in atttypmod; -1: no limit.
+  const pathColumnRow = columns.rows.find((r) => r.attname === pathColumn)!;
+  const pathLimit = pathType !== 'text' && pathColumnRow.typmod > 4 ? { length: pathColumnRow.typmod - 4, type: pathColumnRow.full_type } : undefined;
+  return { pathLimit, idCast, hasPathIndex: indexes.rows.some((r) => r.leading === pathColumn && r.by_equality), idIsUnique };
 }

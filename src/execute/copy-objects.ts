@@ -12,13 +12,14 @@ import {
   isSseCError,
   readTagging,
   refusalFor,
-  verifyCopy,
   type CopyEncryption,
   type EncryptionHeaders,
 } from '../s3/object-attributes.js';
+import { bareEtag, withProvenance } from '../copy/provenance.js';
+import { factsOf, judgeCopy, verifyCopy } from '../copy/same-object.js';
 import { sendWithRetry, type RequestStats } from '../s3/retry.js';
 import { listDestinations, type DestinationListing } from './dest-listing.js';
-import { MAX_SINGLE_COPY, type ExecuteConfig } from './execute-config.js';
+import type { ExecuteConfig } from './execute-config.js';
 
 /** What happened to one pending key's copy. */
 export type CopyOutcome =
@@ -60,77 +61,48 @@ async function head(ctx: CopyContext, bucket: string, key: string): Promise<Head
   }
 }
 
-const isMultipartEtag = (etag: string | undefined | null) => !!etag && etag.includes('-');
-
-/**
- * Whether two objects are the same. A single-part ETag is the MD5 of the
- * bytes, so size and ETag decide it; a multipart ETag is not an MD5 and a
- * multipart copy changes it, so then only the size can be compared.
- */
-export function sameObject(
-  a: { size?: number | null; etag?: string | null },
-  b: { size?: number | null; etag?: string | null },
-): boolean {
-  if (a.size == null || b.size == null || a.size !== b.size) return false;
-  if (isMultipartEtag(a.etag) || isMultipartEtag(b.etag)) return true;
-  return !!a.etag && a.etag === b.etag;
-}
-
 /**
  * One key, pending → copied (or conflict, missing, failed). Never overwrites
  * a different object at the destination unless `--overwrite`: the
  * destination is checked first (a HEAD, the batch's listing, or the
- * server's `If-None-Match`),
- * and an identical object there counts as copied, which is how a resume
- * after a crash between copy and ledger update finishes.
+ * server's `If-None-Match`, on CopyObject and on CompleteMultipartUpload),
+ * and an existing destination is judged by {@link judgeCopy}: this source's
+ * copy counts as copied (how a resume after a crash between copy and ledger
+ * update finishes), anything else is a conflict.
  *
- * The copy keeps the object's headers, user metadata, tags, storage class and
- * encryption, and is verified against the source before it counts (see
- * {@link verifyCopy}); a copy that fails verification, or a source that
- * cannot be copied (SSE-C), is `failed` at once and its source is kept.
- *
- * A HEAD of the source is made only when needed:
- * - for a multipart copy (its headers and tags must be re-sent);
- * - when the ledger does not know the source's storage class (no
- *   `plan --list`) and `--storage-class` does not set it: without it S3
- *   would silently write STANDARD. That HEAD also pins the copy to the
- *   HEADed ETag, verifies it, and keeps SSE-KMS keys;
- * - when a single-part ETag check fails and the source's encryption is not
- *   known (a KMS-encrypted source's ETag is not an MD5).
- * So a listed key, or an unlisted one with `--storage-class`, costs no
- * extra request. An unlisted key copied without a HEAD has nothing to be
- * verified against: only its copy's ETag is recorded.
+ * The source is HEADed before every copy: the copy is pinned to that
+ * version (CopySourceIfMatch), verified against it, and written with
+ * `MetadataDirective: REPLACE` carrying the source's headers and user
+ * metadata plus the provenance keys (src/copy/provenance.ts) that let a
+ * later run recognise it as this source's copy when ETags cannot tell
+ * (multipart, SSE-KMS, a source already deleted). Tags, storage class and
+ * encryption are kept as well; a copy that fails verification, or a source
+ * that cannot be copied (SSE-C), is `failed` at once and its source is kept.
  */
 export async function copyObject(ctx: CopyContext, row: LedgerRow, listing?: DestinationListing): Promise<CopyOutcome> {
   const { config } = ctx;
   const src = { bucket: config.migrate.source.bucket, key: row.src_key };
   const dst = { bucket: config.migrate.target.bucket, key: row.dst_key };
   try {
-    let sourceHead: HeadObjectCommandOutput | undefined;
     // `head`, and `list` for a key the batch's listing did not show absent.
     if (!config.overwrite && config.destCheck !== 'conditional' && listing?.lookup(dst.key) !== 'absent') {
       const existing = await head(ctx, dst.bucket, dst.key);
       if (existing) return await resolveExisting(ctx, row, existing);
     }
-    const knownSize = row.src_size;
-    const mayNeedParts = config.multipartThreshold < MAX_SINGLE_COPY;
-    const classUnknown = row.src_storage_class == null && !config.storageClass;
-    if ((knownSize == null && mayNeedParts) || classUnknown) {
-      sourceHead = await headSource(ctx, src.bucket, src.key);
-      if (!sourceHead) return await resolveMissingSource(ctx, row);
-    }
-    const refusal = sourceHead && refusalFor(sourceHead);
+    const sourceHead = await headSource(ctx, src.bucket, src.key);
+    if (!sourceHead) return await resolveMissingSource(ctx, row);
+    const refusal = refusalFor(sourceHead);
     if (refusal) return { kind: 'failed', id: row.id, error: refusal, terminal: true };
-    const size = knownSize ?? sourceHead?.ContentLength ?? 0;
+    if (row.src_etag && bareEtag(sourceHead.ETag) !== bareEtag(row.src_etag)) {
+      return { kind: 'failed', id: row.id, error: `source changed since plan (ETag ${row.src_etag} is now ${sourceHead.ETag}): re-run plan --list to record the new version` };
+    }
+    const size = sourceHead.ContentLength ?? row.src_size ?? 0;
+    const encryption = copyEncryption(sourceHead, config);
+    const storageClass = copyStorageClass(row.src_storage_class ?? sourceHead.StorageClass, config);
+    const metadata = withProvenance(sourceHead.Metadata, src, sourceHead.ETag);
+    // The size the plan listed, when it did: a copy that disagrees with it is not the object the plan saw.
+    const expected = { size: row.src_size ?? sourceHead.ContentLength, etag: sourceHead.ETag, encryption: sourceHead };
     if (size > config.multipartThreshold) {
-      sourceHead ??= await headSource(ctx, src.bucket, src.key);
-      if (!sourceHead) return await resolveMissingSource(ctx, row);
-      const refused = refusalFor(sourceHead);
-      if (refused) return { kind: 'failed', id: row.id, error: refused, terminal: true };
-      if (row.src_etag && sourceHead.ETag !== row.src_etag) {
-        return { kind: 'failed', id: row.id, error: `source changed since plan (ETag ${row.src_etag} is now ${sourceHead.ETag}): re-run plan --list` };
-      }
-      const encryption = copyEncryption(sourceHead, config);
       // HEAD reports x-amz-tagging-count where the server sends it: skip the read when it says none.
       const tagging = sourceHead.TagCount === 0 ? undefined : await readTagging(ctx.s3, ctx.limiter, ctx.stats, src.bucket, src.key);
       const etag = await multipartCopy(ctx.s3, ctx.limiter, ctx.stats, {
@@ -140,66 +112,46 @@ export async function copyObject(ctx: CopyContext, row: LedgerRow, listing?: Des
         targetKey: dst.key,
         source: sourceHead,
         partSize: config.partSize,
-        attributes: {
-          ...encryption,
-          StorageClass: copyStorageClass(row.src_storage_class ?? sourceHead.StorageClass, config),
-          Tagging: tagging,
-        },
+        metadata,
+        overwrite: config.overwrite,
+        attributes: { ...encryption, StorageClass: storageClass, Tagging: tagging },
       });
       // A multipart ETag is not an MD5: the destination's size is the check.
       const copy = await head(ctx, dst.bucket, dst.key);
-      const verdict = verifyCopy(
-        { size: knownSize ?? sourceHead.ContentLength, etag: sourceHead.ETag, encryption: sourceHead },
-        { size: copy?.ContentLength ?? -1, etag: copy?.ETag, encryption: copy },
-      );
+      const verdict = verifyCopy(expected, { size: copy?.ContentLength ?? -1, etag: copy?.ETag, encryption: copy });
       if (verdict.ok !== true) return verificationFailed(row, verdict);
       if (copy && !encryptionMatches(encryption, copy)) return verificationFailed(row, encryptionMismatch(encryption, copy));
-      return { kind: 'copied', id: row.id, etag: etag ?? null };
+      return { kind: 'copied', id: row.id, etag: etag ?? copy?.ETag ?? null };
     }
-    const expectedEtag = row.src_etag ?? sourceHead?.ETag;
-    const storageClass = copyStorageClass(row.src_storage_class ?? sourceHead?.StorageClass, config);
-    const copyOnce = (encryption: CopyEncryption, overwrite: boolean) =>
-      sendWithRetry(ctx.limiter, ctx.stats, () =>
-        ctx.s3.send(
-          new CopyObjectCommand({
-            Bucket: dst.bucket,
-            Key: dst.key,
-            CopySource: encodeCopySource(src.bucket, src.key),
-            // Pins the copy to the version listed or HEADed, which is the one verified against.
-            CopySourceIfMatch: expectedEtag,
-            IfNoneMatch: overwrite ? undefined : '*',
-            MetadataDirective: 'COPY',
-            TaggingDirective: 'COPY',
-            StorageClass: storageClass,
-            ...encryption,
-          }),
-        ),
-      );
-    let encryption = copyEncryption(sourceHead, config);
-    let copied = await copyOnce(encryption, config.overwrite);
-    const expected = () => ({ size: knownSize ?? sourceHead?.ContentLength, etag: expectedEtag, encryption: sourceHead });
-    if (expectedEtag == null && expected().size == null) {
-      // Neither listed nor HEADed: nothing to verify against.
-      return { kind: 'copied', id: row.id, etag: copied.CopyObjectResult?.ETag ?? null };
-    }
-    let verdict = verifyCopy(expected(), { etag: copied.CopyObjectResult?.ETag, encryption: copied });
-    if (verdict.ok === false && !sourceHead) {
-      // The listing does not say how the source is encrypted, and a KMS
-      // source's ETag is not an MD5: find out before calling it a mismatch.
-      sourceHead = await headSource(ctx, src.bucket, src.key);
-      if (!sourceHead) return { kind: 'failed', id: row.id, error: 'copy: the source disappeared while its copy was verified' };
-      const wanted = copyEncryption(sourceHead, config);
-      if (!encryptionMatches(wanted, copied)) {
-        // Our own fresh copy came out with the target bucket's default
-        // encryption: copy again, over it, with the source's.
-        encryption = wanted;
-        copied = await copyOnce(encryption, true);
-      }
-      verdict = verifyCopy(expected(), { etag: copied.CopyObjectResult?.ETag, encryption: copied });
-    }
+    const copied = await sendWithRetry(ctx.limiter, ctx.stats, () =>
+      ctx.s3.send(
+        new CopyObjectCommand({
+          Bucket: dst.bucket,
+          Key: dst.key,
+          CopySource: encodeCopySource(src.bucket, src.key),
+          // Pins the copy to the version HEADed, which is the one verified against and named in its metadata.
+          CopySourceIfMatch: sourceHead.ETag,
+          IfNoneMatch: config.overwrite ? undefined : '*',
+          // REPLACE, to add the provenance: every header and user metadata key of the source is sent back.
+          MetadataDirective: 'REPLACE',
+          ContentType: sourceHead.ContentType,
+          CacheControl: sourceHead.CacheControl,
+          ContentDisposition: sourceHead.ContentDisposition,
+          ContentEncoding: sourceHead.ContentEncoding,
+          ContentLanguage: sourceHead.ContentLanguage,
+          Expires: sourceHead.Expires,
+          WebsiteRedirectLocation: sourceHead.WebsiteRedirectLocation,
+          Metadata: metadata,
+          TaggingDirective: 'COPY',
+          StorageClass: storageClass,
+          ...encryption,
+        }),
+      ),
+    );
+    let verdict = verifyCopy(expected, { etag: copied.CopyObjectResult?.ETag, encryption: copied });
     if (verdict.ok === 'need-size') {
       const copy = await head(ctx, dst.bucket, dst.key);
-      verdict = verifyCopy(expected(), { size: copy?.ContentLength ?? -1, etag: copy?.ETag, encryption: copy });
+      verdict = verifyCopy(expected, { size: copy?.ContentLength ?? -1, etag: copy?.ETag, encryption: copy });
     }
     if (verdict.ok !== true) return verificationFailed(row, verdict);
     if (!encryptionMatches(encryption, copied)) return verificationFailed(row, encryptionMismatch(encryption, copied));
@@ -249,25 +201,27 @@ function failure(row: LedgerRow, err: unknown): CopyOutcome {
   return { kind, id: row.id, error: `copy: ${describeS3Error(err)}` };
 }
 
-/** The destination exists: the same object is a resume, another one a conflict. */
+/**
+ * The destination exists: this source's copy is a resume, anything else a
+ * conflict (see {@link judgeCopy}). Without a source, it is judged against
+ * what the plan listed, and accepted only with evidence that it is this
+ * source's copy.
+ */
 async function resolveExisting(ctx: CopyContext, row: LedgerRow, existing: HeadObjectCommandOutput): Promise<CopyOutcome> {
-  const source = await head(ctx, ctx.config.migrate.source.bucket, row.src_key);
-  const dst = { size: existing.ContentLength, etag: existing.ETag };
-  if (!source) {
-    // The source is gone but a copy exists: a crash after an earlier delete,
-    // or someone moved it. Trust it only if it matches what the plan listed.
-    if (row.src_etag == null || sameObject({ size: row.src_size, etag: row.src_etag }, dst)) {
-      return { kind: 'copied', id: row.id, etag: existing.ETag ?? null };
-    }
-    return { kind: 'conflict', id: row.id, reason: `source is gone and the destination differs from the planned object (ETag ${existing.ETag})` };
-  }
-  if (sameObject({ size: source.ContentLength, etag: source.ETag }, dst)) {
-    return { kind: 'copied', id: row.id, etag: existing.ETag ?? null };
-  }
+  const sourceRef = { bucket: ctx.config.migrate.source.bucket, key: row.src_key };
+  const source = await head(ctx, sourceRef.bucket, sourceRef.key);
+  const verdict = judgeCopy(
+    sourceRef,
+    source ? { fresh: factsOf(source) } : { planned: { size: row.src_size, etag: row.src_etag } },
+    factsOf(existing),
+  );
+  if (verdict.same) return { kind: 'copied', id: row.id, etag: existing.ETag ?? null };
+  const gone = source ? '' : 'source is gone and ';
   return {
     kind: 'conflict',
     id: row.id,
-    reason: `destination exists with different content (size ${existing.ContentLength} vs ${source.ContentLength}, ETag ${existing.ETag} vs ${source.ETag}); use --overwrite to replace it`,
+    // The ETags quoted, as S3 writes them: report groups reasons with the quoted parts blanked.
+    reason: `${gone}destination exists with different content: ${verdict.reason} (destination size ${existing.ContentLength} ETag ${existing.ETag}, source ${source ? `size ${source.ContentLength} ETag ${source.ETag}` : `as planned size ${row.src_size ?? 'unknown'} ETag ${row.src_etag ? `"${bareEtag(row.src_etag)}"` : 'unknown'}`}); use --overwrite to replace it`,
   };
 }
 

@@ -22,6 +22,8 @@ export const COUNTER = {
   archived: 14,
   /** Keys sent back to be committed again: rows added since the plan still named them. */
   requeued: 15,
+  /** Pipeline lanes that found nothing to claim and wait (leases held elsewhere, backoff): progress says what for. */
+  waitingLanes: 16,
 } as const;
 
 export type CounterName = keyof typeof COUNTER;

@@ -3,7 +3,7 @@ import { sql, type Kysely } from 'kysely';
 import type { MigrateConfig } from '../config/config.js';
 import { s3ErrorCode, s3HttpStatus } from '../s3/errors.js';
 import { out } from '../util/output.js';
-import { sameObject } from './copy-objects.js';
+import { factsOf, judgeCopy } from '../copy/same-object.js';
 
 /** One action `execute` would take next. */
 export interface PlannedAction {
@@ -30,8 +30,8 @@ async function head(s3: S3Client, bucket: string, key: string) {
  * the table or either bucket.
  */
 export async function dryRun(db: Kysely<any>, s3: S3Client, config: MigrateConfig, limit: number): Promise<PlannedAction[]> {
-  const rows = await sql<{ src_key: string; dst_key: string; state: string; row_ids: string[] }>`
-    select src_key, dst_key, state, row_ids from ${sql.id(config.ledgerSchema, 'migration_ledger')}
+  const rows = await sql<{ src_key: string; dst_key: string; state: string; row_ids: string[]; src_size: number | null; src_etag: string | null }>`
+    select src_key, dst_key, state, row_ids, src_size::float8 as src_size, src_etag from ${sql.id(config.ledgerSchema, 'migration_ledger')}
     where state in ('pending', 'copied', 'db_updated')
     order by id
     limit ${limit}
@@ -42,8 +42,11 @@ export async function dryRun(db: Kysely<any>, s3: S3Client, config: MigrateConfi
     let action: string;
     if (row.state === 'pending') {
       const [src, dst] = await Promise.all([head(s3, config.source.bucket, row.src_key), head(s3, config.target.bucket, row.dst_key)]);
-      if (dst && src && !sameObject({ size: src.ContentLength, etag: src.ETag }, { size: dst.ContentLength, etag: dst.ETag })) {
-        action = 'refuse: conflict (a different object exists at the destination)';
+      const judged = dst
+        ? judgeCopy({ bucket: config.source.bucket, key: row.src_key }, src ? { fresh: factsOf(src) } : { planned: { size: row.src_size, etag: row.src_etag } }, factsOf(dst))
+        : undefined;
+      if (judged && !judged.same) {
+        action = `refuse: conflict (a different object exists at the destination: ${judged.reason})`;
       } else if (!src && !dst) {
         action = 'refuse: missing (no source object)';
       } else {

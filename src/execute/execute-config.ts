@@ -50,7 +50,11 @@ export interface ExecuteConfig {
   storageClass?: string;
   /** `--sse-kms-key-id`: every copy is encrypted with this KMS key instead of as its source is. */
   sseKmsKeyId?: string;
-  /** Requests per second for the whole process (0: no cap), shared evenly by the threads. */
+  /**
+   * S3 requests per second for the whole process (0: no cap): one token
+   * bucket (`SharedRateBucket`) that every worker thread takes from, however
+   * the work falls between them. Per process: N processes may send N times it.
+   */
   maxRps: number;
   /** First backoff after a failed step, in seconds. */
   backoffSeconds: number;

@@ -7,10 +7,13 @@ import { migrateLedger } from '../db/migrate.js';
 import { withDbRetry } from '../db/retry.js';
 import { inspectTable } from '../db/table-info.js';
 import { UsageError } from '../errors.js';
+import { releaseLeasesOfGoneRuns, watchGoneRuns } from '../ledger/gone-runs.js';
 import { bindLedgerConfig, ledgerExists } from '../ledger/ledger-config.js';
 import { countStates, finishRun, runOutcome, startRun } from '../ledger/runs.js';
 import { requeueFailed } from '../ledger/state-machine.js';
 import { addLogFields } from '../util/json-log.js';
+import { checkConditionalWrites } from './check-conditional.js';
+import type { ConditionalSupport } from '../copy/probe-conditional.js';
 import { startMetrics } from './metrics.js';
 import { printRefusedDeletes } from './refused-deletes.js';
 import { createS3Client } from '../s3/client.js';
@@ -21,6 +24,7 @@ import { createCounters, read, write } from './counters.js';
 import { dryRun, printDryRun } from './dry-run.js';
 import type { ExecuteConfig } from './execute-config.js';
 import { startProgress, type ProgressOptions } from './progress.js';
+import { stageStates } from './stage.js';
 import type { WorkerResult, WorkerTask } from './worker-loop.js';
 
 /** Options of one `execute` run beyond the shared configuration. */
@@ -74,6 +78,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     await withDbRetry(() => bindLedgerConfig(db, config.migrate, 'use'));
     const table = await withDbRetry(() => inspectTable(db, config.migrate.table, config.migrate.idColumn, config.migrate.pathColumn));
     const s3 = createS3Client(config.migrate.s3, { maxSockets: 8 });
+    let conditional: ConditionalSupport | undefined;
     try {
       await checkLocation(s3, config.migrate.source, 'SOURCE_BUCKET');
       await checkLocation(s3, config.migrate.target, 'TARGET_BUCKET');
@@ -81,15 +86,23 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
         printDryRun(config.migrate, await dryRun(db, s3, config.migrate, options.dryRun));
         return 0;
       }
+      conditional = await checkConditionalWrites(s3, config);
     } finally {
       s3.destroy();
     }
-    if (options.retryFailed) out.info(`re-queued ${await withDbRetry(() => requeueFailed({ db, schema }))} failed or archived keys`);
-
     // Before the run is recorded: a port in use must not leave a run 'running'.
     const metrics = options.metricsPort === undefined ? undefined : await startMetrics({ port: options.metricsPort, host: options.metricsHost ?? '127.0.0.1', counters, stage: config.stage ?? 'full' });
-    const runId = await withDbRetry(() => startRun(db, schema, 'execute', { ...describeConfig(config.migrate), ...executeSettings(config) }));
+    // Refused (exit 2) while a revert runs on this ledger; nothing is changed before.
+    const runId = await withDbRetry(() =>
+      startRun(db, schema, 'execute', { ...describeConfig(config.migrate), ...executeSettings(config), ifNoneMatch: conditional }, config.processId),
+    ).catch(async (err: unknown) => {
+      await metrics?.stop();
+      throw err;
+    });
     metrics?.setRunId(runId);
+    if (options.retryFailed) out.info(`re-queued ${await withDbRetry(() => requeueFailed({ db, schema }))} failed or archived keys`);
+    // Leases of a process killed on this host are released now, not waited out.
+    await withDbRetry(() => releaseLeasesOfGoneRuns(db, schema));
     addLogFields({ run_id: runId });
     // After every check that can refuse the run: a usage error stays one line.
     if (!table.hasPathIndex && config.stage !== 'keep-source') {
@@ -110,7 +123,8 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     // One bucket for the process: the threads take their tokens from it, however the work falls between them.
     const rateBucket = config.maxRps > 0 ? SharedRateBucket.create(config.maxRps).buffer : undefined;
     const started = Date.now();
-    const progress = await withDbRetry(() => startProgress(db, schema, runId, counters, options.progress));
+    const progress = await withDbRetry(() => startProgress(db, schema, runId, counters, options.progress, stageStates(config.stage)));
+    const reaper = watchGoneRuns(db, schema);
     let results: WorkerResult[];
     try {
       results = await Promise.all(
@@ -119,6 +133,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
         ),
       );
     } finally {
+      await reaper.stop();
       await progress.stop();
       await pool.destroy();
       await metrics?.stop();

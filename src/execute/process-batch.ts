@@ -14,6 +14,7 @@ import {
   type LedgerContext,
   type LedgerRow,
 } from '../ledger/state-machine.js';
+import { commitIsolated } from './commit-isolated.js';
 import { copyObjects, type CopyContext } from './copy-objects.js';
 import { bump } from './counters.js';
 import { deleteSources } from './delete-sources.js';
@@ -71,7 +72,8 @@ export async function processBatch(ctx: BatchContext, rows: LedgerRow[]): Promis
 
     // 2. copied → db_updated | superseded
     const toCommit = [...rows.filter((r) => r.state === 'copied').map((r) => r.id), ...copiedIds];
-    const committed = await withDbRetry(() => commitRows(ledger, toCommit));
+    const { committed, failed: uncommittable } = await commitIsolated(ledger, toCommit, backoffSeconds);
+    bump(counters, 'failed', uncommittable);
     bump(counters, 'dbUpdated', committed.filter((c) => c.state === 'db_updated').length);
     bump(counters, 'superseded', committed.filter((c) => c.state === 'superseded').length);
 

@@ -1,6 +1,8 @@
 import { sql, type Kysely } from 'kysely';
 import { formatDuration, formatRate, out } from '../util/output.js';
+import type { LiveState } from '../ledger/state-machine.js';
 import { read, type CounterName } from './counters.js';
+import { describeWaiting } from './waiting.js';
 
 /** How `execute` shows progress. */
 export interface ProgressOptions {
@@ -31,7 +33,7 @@ async function exchange(db: Kysely<any>, schema: string, runId: number, counters
   const counts = localCounts(counters);
   const result = await sql<{ others: number }>`
     with me as (
-      update ${sql.id(schema, 'runs')} set counts = ${JSON.stringify(counts)}::jsonb where id = ${runId}
+      update ${sql.id(schema, 'runs')} set counts = ${JSON.stringify(counts)}::jsonb, heartbeat_at = now() where id = ${runId}
     )
     select coalesce(sum(${sql.join(
       SETTLED.map((name) => sql`coalesce((counts ->> ${name})::bigint, 0)`),
@@ -56,6 +58,7 @@ export async function startProgress(
   runId: number,
   counters: Int32Array,
   options: ProgressOptions,
+  states?: readonly LiveState[],
 ): Promise<{ stop(): Promise<void> }> {
   const live = await sql<{ n: number }>`
     select count(*)::int as n from ${sql.id(schema, 'migration_ledger')} where state in ('pending', 'copied', 'db_updated')
@@ -63,6 +66,8 @@ export async function startProgress(
   const total = live.rows[0]?.n ?? 0;
   const othersAtStart = await exchange(db, schema, runId, counters).catch(() => 0);
   let others = 0;
+  // Set while a worker lane finds nothing to claim (see describeWaiting).
+  let waiting: string | undefined;
   const started = Date.now();
   const window: Array<{ at: number; settled: number }> = [{ at: started, settled: 0 }];
 
@@ -80,7 +85,7 @@ export async function startProgress(
     const tail =
       `${formatRate(recent)}/s (10s) ${formatRate(overall)}/s overall, ETA ${eta}, ` +
       `failed ${read(counters, 'failed')}, conflict ${read(counters, 'conflict')}`;
-    return { settled, fraction, tail };
+    return { settled, fraction, tail: waiting ? `${tail}; ${waiting}` : tail };
   };
   const line = () => {
     const f = figures();
@@ -100,6 +105,8 @@ export async function startProgress(
         others = Math.max(0, n - othersAtStart);
       })
       .catch(() => undefined);
+    if (read(counters, 'waitingLanes') === 0) waiting = undefined;
+    else void describeWaiting(db, schema, runId, states).then((w) => (waiting = read(counters, 'waitingLanes') > 0 ? w : undefined), () => undefined);
   }, 5_000);
   const finish = async () => {
     clearInterval(publisher);

@@ -2,6 +2,7 @@ import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import type { LedgerRow } from '../ledger/state-machine.js';
 import { classifyS3Error, describeS3Error, s3ErrorCode, s3HttpStatus } from '../s3/errors.js';
 import { sendWithRetry } from '../s3/retry.js';
+import { factsOf, judgeTarget } from '../copy/same-object.js';
 import type { CopyContext } from './copy-objects.js';
 
 /** What checking the targets of keys about to lose their source found. */
@@ -16,12 +17,11 @@ export interface TargetCheck {
   fatal?: string;
 }
 
-const bareEtag = (etag: string | null | undefined) => (etag ?? '').replace(/^W\//, '').replace(/"/g, '');
 
 /**
  * HEADs each row's target before its source is deleted. A target that is
- * gone, or whose size (`src_size`, known when `plan --list` ran) or ETag
- * (`dst_etag`, recorded at the copy) differs, is refused: between a
+ * gone, or that is not the copy made (see `judgeTarget`: its size, the ETag
+ * recorded at the copy, or its provenance), is refused: between a
  * `--keep-source` run and a `--delete-only` run anything may have happened
  * to the target, and the source is then the only good copy left.
  */
@@ -33,13 +33,13 @@ export async function verifyTargets(ctx: CopyContext, rows: LedgerRow[]): Promis
       const where = `target s3://${bucket}/${row.dst_key}`;
       try {
         const head = await sendWithRetry(ctx.limiter, ctx.stats, () => ctx.s3.send(new HeadObjectCommand({ Bucket: bucket, Key: row.dst_key })));
-        if (row.src_size != null && head.ContentLength != null && Number(row.src_size) !== head.ContentLength) {
-          check.refused.push({ id: row.id, reason: `${where} is ${head.ContentLength} bytes, the copy was ${row.src_size}; source kept` });
-        } else if (row.dst_etag != null && bareEtag(head.ETag) !== bareEtag(row.dst_etag)) {
-          check.refused.push({ id: row.id, reason: `${where} has ETag ${bareEtag(head.ETag)}, the copy had ${bareEtag(row.dst_etag)}; source kept` });
-        } else {
-          check.ok.push(row);
-        }
+        const verdict = judgeTarget(
+          { bucket: ctx.config.migrate.source.bucket, key: row.src_key },
+          { srcSize: row.src_size, srcEtag: row.src_etag, dstEtag: row.dst_etag },
+          factsOf(head),
+        );
+        if (verdict.same) check.ok.push(row);
+        else check.refused.push({ id: row.id, reason: `${where} ${verdict.reason}; source kept` });
       } catch (err) {
         const code = s3ErrorCode(err);
         if (code === 'NotFound' || code === 'NoSuchKey' || s3HttpStatus(err) === 404) {

@@ -74,7 +74,12 @@ export async function runWorker(task: WorkerTask): Promise<WorkerResult> {
       unreserve(counters, want, rows.length, config.limit);
       if (rows.length === 0) {
         if (!(await hasLiveRows(laneCtx.ledger, states))) return;
-        await sleep(500);
+        bump(counters, 'waitingLanes');
+        try {
+          await sleep(500);
+        } finally {
+          bump(counters, 'waitingLanes', -1);
+        }
         continue;
       }
       try {

@@ -1,20 +1,61 @@
 /**
  * The ledger's state machine: every state, and every transition as one SQL
- * statement.
+ * statement. Every statement in src/ that writes `state` is in this file.
  *
+ *           plan (insertPlannedKeys, bulkLoadQuery, recordListedPage)
+ *             │
+ *             ▼
  *   pending ──copy──▶ copied ──commitRows──▶ db_updated ──delete──▶ done
- *      │                 │   ◀──requeueReferenced──┘
- *      │                 │
+ *      │                 │ ▲  ◀──requeueReferenced──┘                 │
+ *      │                 │ └───────── re-plan: a new row names it ────┤ (and superseded)
  *      ├─▶ conflict      └─▶ superseded   (no row points at the key any more)
- *      ├─▶ missing
- *      ├─▶ archived (the source must be restored from an archive class first)
- *      └─▶ failed  (from any live state, after --max-attempts failures)
+ *      ├─▶ missing       (copy, or plan --list: not in the listing)
+ *      ├─▶ archived      (the source must be restored from an archive class first)
+ *      └─▶ failed        (from any live state, after --max-attempts failures;
+ *                         at plan time for keys S3 cannot take)
+ *   failed, archived ──execute --retry-failed──▶ the state it failed in
  *
- * Rows are born `pending` in `plan`. A worker owns a row while `locked_by`
- * is its id and `locked_until` is in the future; every transition after the
- * claim is guarded by `locked_by = me`, so a worker whose lease was taken
- * over changes nothing. No transaction spans an S3 call: each statement here
- * commits on its own.
+ * Every edge, one per line, as test/state-machine.test.ts reads them and
+ * checks them against {@link TRANSITIONS} and against the SQL below (a
+ * transition written in SQL and missing here fails that test):
+ *
+ * @transitions
+ *   new -> pending          insertPlannedKeys, bulkLoadQuery, recordListedPage
+ *   new -> failed           insertPlannedKeys, bulkLoadQuery, recordListedPage
+ *   done -> copied          insertPlannedKeys
+ *   superseded -> copied    insertPlannedKeys
+ *   pending -> copied       markCopied
+ *   pending -> conflict     markUnmovable
+ *   pending -> missing      markUnmovable, markUnlistedMissing
+ *   pending -> archived     markUnmovable
+ *   copied -> db_updated    commitRows
+ *   copied -> superseded    commitRows
+ *   db_updated -> copied    requeueReferenced
+ *   db_updated -> done      markDone
+ *   pending -> failed       recordFailures
+ *   copied -> failed        recordFailures
+ *   db_updated -> failed    recordFailures, refuseDelete, recordRevertFailures
+ *   failed -> pending       requeueFailed
+ *   failed -> copied        requeueFailed
+ *   failed -> db_updated    requeueFailed, requeueRevertFailed
+ *   failed -> done          requeueFailed, requeueRevertFailed
+ *   failed -> reverting     requeueFailed, requeueRevertFailed, revertRows
+ *   archived -> pending     requeueFailed
+ *   db_updated -> reverted  revertRows
+ *   db_updated -> reverting revertRows
+ *   done -> reverting       revertRows
+ *   done -> reverted        revertRows
+ *   failed -> reverted      revertRows
+ *   reverting -> reverted   markReverted
+ *   done -> failed          recordRevertFailures
+ *   reverting -> failed     recordRevertFailures
+ * @end
+ *
+ * (`new` is a key's birth: an insert.) Rows are born `pending` in `plan`. A
+ * worker owns a row while `locked_by` is its id and `locked_until` is in the
+ * future; every transition after the claim is guarded by `locked_by = me`,
+ * so a worker whose lease was taken over changes nothing. No transaction
+ * spans an S3 call: each statement here commits on its own.
  *
  * The order per key is what keeps every table row pointing at an existing
  * object: the copy exists before any row names it, and the source is
@@ -33,17 +74,70 @@
  * with the same order: the source exists (or is copied back) before any row
  * names it again, and the target copy is deleted only after the commit that
  * moved the rows off it.
+ *
+ * Leases of a process that is gone (killed on this host: its runs row says
+ * host and pid, and no such process exists) are cut short by
+ * {@link releaseDeadLeases} (to a few seconds, not --lease-seconds), which
+ * changes no state.
  */
 import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { TableName } from '../config/identifiers.js';
+import { destinationKey, keyRefusal, type RefusalRules } from '../plan/key-refusal.js';
 
+/** The states `execute` works on: claimable by execute. */
 export const LIVE_STATES = ['pending', 'copied', 'db_updated'] as const;
-export const TERMINAL_STATES = ['done', 'failed', 'conflict', 'missing', 'superseded', 'archived'] as const;
-export const ALL_STATES = [...LIVE_STATES, ...TERMINAL_STATES] as const;
+/** The states a key is left in part-way back: claimable by `revert` only. */
+export const REVERT_LIVE_STATES = ['reverting'] as const;
+/** Settled states: nothing more happens to the key unless asked (`--retry-failed`, a re-plan, `revert`). */
+export const TERMINAL_STATES = ['done', 'failed', 'conflict', 'missing', 'superseded', 'archived', 'reverted'] as const;
+/** Every state in which a key is not settled: what report counts as remaining and validate as unfinished. */
+export const UNSETTLED_STATES = [...LIVE_STATES, ...REVERT_LIVE_STATES] as const;
+/** Every state, in the order report and the `progress` view show them. */
+export const ALL_STATES = [...LIVE_STATES, ...REVERT_LIVE_STATES, ...TERMINAL_STATES] as const;
 
 export type LiveState = (typeof LIVE_STATES)[number];
+export type RevertLiveState = (typeof REVERT_LIVE_STATES)[number];
 export type TerminalState = (typeof TERMINAL_STATES)[number];
-export type LedgerState = LiveState | TerminalState;
+export type LedgerState = (typeof ALL_STATES)[number];
+
+/** `state in (...)` for a list of states, as literals (so a partial index's predicate can match it). */
+export function stateIn(states: readonly LedgerState[]): RawBuilder<unknown> {
+  return sql`state in (${sql.join(states.map((s) => sql.lit(s)))})`;
+}
+
+/** A key's birth, as the `from` of a transition that inserts it. */
+export type FromState = LedgerState | 'new';
+
+/**
+ * Every transition each function of this file makes, from → to (no-change
+ * writes left out). The header's `@transitions` list must be exactly their
+ * union, and each function's SQL may only name these states:
+ * test/state-machine.test.ts checks both.
+ */
+export const TRANSITIONS = {
+  insertPlannedKeys: [['new', 'pending'], ['new', 'failed'], ['done', 'copied'], ['superseded', 'copied']],
+  bulkLoadQuery: [['new', 'pending'], ['new', 'failed']],
+  recordListedPage: [['new', 'pending']],
+  markUnlistedMissing: [['pending', 'missing']],
+  markCopied: [['pending', 'copied']],
+  markUnmovable: [['pending', 'conflict'], ['pending', 'missing'], ['pending', 'archived']],
+  commitRows: [['copied', 'db_updated'], ['copied', 'superseded']],
+  requeueReferenced: [['db_updated', 'copied']],
+  markDone: [['db_updated', 'done']],
+  recordFailures: [['pending', 'failed'], ['copied', 'failed'], ['db_updated', 'failed']],
+  requeueFailed: [
+    ['failed', 'pending'], ['failed', 'copied'], ['failed', 'db_updated'], ['failed', 'done'], ['failed', 'reverting'],
+    ['archived', 'pending'],
+  ],
+  refuseDelete: [['db_updated', 'failed']],
+  revertRows: [
+    ['db_updated', 'reverting'], ['db_updated', 'reverted'], ['done', 'reverting'], ['done', 'reverted'],
+    ['failed', 'reverting'], ['failed', 'reverted'],
+  ],
+  markReverted: [['reverting', 'reverted']],
+  recordRevertFailures: [['db_updated', 'failed'], ['done', 'failed'], ['reverting', 'failed']],
+  requeueRevertFailed: [['failed', 'db_updated'], ['failed', 'done'], ['failed', 'reverting']],
+} as const satisfies Record<string, ReadonlyArray<readonly [FromState, LedgerState]>>;
 
 /** A claimed ledger row, as a worker sees it. */
 export interface LedgerRow {
@@ -308,6 +402,47 @@ export async function recordFailures(
   return result.rows;
 }
 
+/**
+ * Seconds a request that a process had already sent when it died may still
+ * take to be applied by the server (a DeleteObjects received just before a
+ * kill -9). The leases of a gone process end this long after it was found
+ * gone, not at once, so that a key is never re-claimed (and, say, its rows
+ * moved back by revert) while a delete of its object is still being applied.
+ * A gone process sends nothing new.
+ */
+export const DEAD_PROCESS_GRACE_SECONDS = 10;
+
+/**
+ * Ends every lease held by the processes of `runs` (found gone from this
+ * host by `findGoneRuns`) {@link DEAD_PROCESS_GRACE_SECONDS} from now,
+ * instead of letting them run their full `--lease-seconds`, and marks those
+ * runs `lost`. One statement: the runs row is claimed (`running` → `lost`)
+ * by whoever gets there first, so two processes that both find the same
+ * dead run release its leases once. No state changes: the keys are
+ * claimable where they stood, as after an expired lease. Lease owner ids
+ * are `<processId>/...`, and a run records its processId.
+ *
+ * The ledger has no index on `locked_by`, so this reads the whole ledger:
+ * it runs only when a gone process is found (once per dead run), never in
+ * the steady state. Returns the leases shortened.
+ */
+export async function releaseDeadLeases(ctx: Pick<LedgerContext, 'db' | 'schema'>, runs: Array<{ id: number; processId: string }>): Promise<number> {
+  if (runs.length === 0) return 0;
+  const result = await sql`
+    with gone as (
+      update ${sql.id(ctx.schema, 'runs')}
+      set status = 'lost', finished_at = now()
+      where id = any(${runs.map((r) => r.id)}::bigint[]) and status = 'running'
+      returning process_id
+    )
+    update ${ledger(ctx)}
+    set locked_until = now() + make_interval(secs => ${DEAD_PROCESS_GRACE_SECONDS}), updated_at = now()
+    where locked_by is not null and locked_until > now() + make_interval(secs => ${DEAD_PROCESS_GRACE_SECONDS})
+      and split_part(locked_by, '/', 1) in (select process_id from gone)
+  `.execute(ctx.db);
+  return Number(result.numAffectedRows ?? 0);
+}
+
 /** Gives rows back unchanged (a clean stop): they are claimable at once. */
 export async function releaseLeases(ctx: LedgerContext, ids: number[]): Promise<number> {
   if (ids.length === 0) return 0;
@@ -332,6 +467,144 @@ export async function requeueFailed(ctx: Pick<LedgerContext, 'db' | 'schema'>): 
     where state in ('failed', 'archived')
   `.execute(ctx.db);
   return Number(result.numAffectedRows ?? 0);
+}
+
+// ---------------------------------------------------------------------------
+// plan: keys are born here
+
+/** What one plan added to the ledger (see `snapshotTable`). */
+export interface PlannedKeys {
+  /** New keys. */
+  added: number;
+  /** Existing keys that gained referencing ids. */
+  extended: number;
+  /** Of the new keys, those refused at once (control characters, too long). */
+  refused: number;
+}
+
+/**
+ * new → pending (or failed, when S3 cannot take the key: `refusal` is set),
+ * and, for a known key that gained referencing rows, done | superseded →
+ * copied, so that the new rows are moved onto the existing copy too. Other
+ * known keys only gain the ids. One statement.
+ *
+ * `judged` defines the CTE `judged(src_key, dst_key, row_ids, refusal)` (one
+ * row per distinct key, sorted by key; see snapshot.ts). Only keys that are
+ * new or gained ids reach the upsert: a re-plan of an unchanged table is one
+ * hash join, not a speculative insertion per key.
+ */
+export async function insertPlannedKeys(
+  ctx: Pick<LedgerContext, 'db' | 'schema'>,
+  judged: RawBuilder<unknown>,
+  runId: number,
+): Promise<PlannedKeys> {
+  const result = await sql<PlannedKeys>`
+    with ${judged},
+    changed as (
+      select judged.* from judged left join ${ledger(ctx)} as known on known.src_key = judged.src_key
+      where known.id is null or not (judged.row_ids <@ known.row_ids)
+    ),
+    upserted as (
+      insert into ${ledger(ctx)} as l (src_key, dst_key, row_ids, planned_run_id, state, last_error, failed_state)
+      select src_key, dst_key, row_ids, ${runId},
+             case when refusal is null then 'pending' else 'failed' end, refusal,
+             case when refusal is null then null else 'pending' end
+      from changed
+      order by src_key
+      on conflict (src_key) do update
+        set row_ids = array(select distinct x from unnest(l.row_ids || excluded.row_ids) as x order by x),
+            state = case when l.state in ('done', 'superseded') then 'copied' else l.state end,
+            updated_at = now()
+        where not (excluded.row_ids <@ l.row_ids)
+      returning (xmax = 0) as inserted, l.state
+    )
+    select count(*) filter (where inserted)::int as added,
+           count(*) filter (where not inserted)::int as extended,
+           count(*) filter (where inserted and state = 'failed')::int as refused
+    from upserted
+  `.execute(ctx.db);
+  return result.rows[0]!;
+}
+
+/**
+ * new → pending (or failed, with the refusal kept) for the first plan of an
+ * empty ledger: the two halves of a COPY streamed between two connections
+ * (see snapshot.ts `bulkLoad`). `source` reads the judged keys in ledger
+ * column order (COPY takes no bind parameters, so `judged` and `runId` must
+ * be inlined literals); `sink` writes them into the ledger.
+ */
+export function bulkLoadQuery(
+  ctx: Pick<LedgerContext, 'schema'>,
+  judged: RawBuilder<unknown>,
+  runId: number,
+  freeze: boolean,
+): { source: RawBuilder<unknown>; sink: RawBuilder<unknown> } {
+  if (!Number.isSafeInteger(runId)) throw new Error(`bad run id ${runId}`);
+  return {
+    source: sql`
+      copy (
+        with ${judged}
+        select src_key, dst_key, row_ids, ${sql.raw(String(runId))},
+               case when refusal is null then 'pending' else 'failed' end, refusal,
+               case when refusal is null then null else 'pending' end
+        from judged
+        order by src_key
+      ) to stdout
+    `,
+    sink: sql`copy ${ledger(ctx)} (src_key, dst_key, row_ids, planned_run_id, state, last_error, failed_state) from stdin${
+      freeze ? sql` with (freeze)` : sql``
+    }`,
+  };
+}
+
+/** One page of a listing of the source prefix (`plan --list`). */
+export interface ListedPage {
+  keys: string[];
+  sizes: Array<number | null>;
+  etags: Array<string | null>;
+  storageClasses: string[];
+}
+
+/**
+ * Records what a listing page says about each key (size, ETag, storage
+ * class, the listing run), and, with `orphans` `move`, new → pending for
+ * listed objects no row references (keys with no ids). One statement.
+ * Returns the orphans inserted and the known keys seen.
+ */
+export async function recordListedPage(
+  ctx: Pick<LedgerContext, 'db' | 'schema'>,
+  page: ListedPage,
+  listing: { rules: RefusalRules; orphans: 'move' | 'skip'; runId: number },
+): Promise<{ inserted: number; seen: number }> {
+  const { rules } = listing;
+  const counts = await sql<{ inserted: number; seen: number }>`
+    with listed as (
+      select * from unnest(${page.keys}::text[], ${page.sizes}::bigint[], ${page.etags}::text[], ${page.storageClasses}::text[])
+        as v(src_key, size, etag, storage_class)
+    ),
+    known as (
+      update ${ledger(ctx)} as l
+      set src_size = listed.size, src_etag = listed.etag, src_storage_class = listed.storage_class,
+          listed_run_id = ${listing.runId}, updated_at = now()
+      from listed where l.src_key = listed.src_key
+      returning l.src_key
+    ),
+    orphans as (
+      -- Orphans pass the same refusals as planned keys (key-refusal.ts).
+      insert into ${ledger(ctx)} (src_key, dst_key, row_ids, src_size, src_etag, src_storage_class, listed_run_id, planned_run_id,
+                                  state, last_error, failed_state)
+      select judged.src_key, judged.dst_key, '{}', judged.size, judged.etag, judged.storage_class, ${listing.runId}, ${listing.runId},
+             case when judged.refusal is null then 'pending' else 'failed' end, judged.refusal,
+             case when judged.refusal is null then null else 'pending' end
+      from (select listed.*, ${destinationKey(sql`listed.src_key`, rules)} as dst_key, ${keyRefusal(sql`listed.src_key`, rules)} as refusal
+            from listed) as judged
+      where ${listing.orphans === 'move'} and not exists (select 1 from ${ledger(ctx)} as l where l.src_key = judged.src_key)
+      on conflict (src_key) do nothing
+      returning src_key
+    )
+    select (select count(*) from orphans)::int as inserted, (select count(*) from known)::int as seen
+  `.execute(ctx.db);
+  return counts.rows[0]!;
 }
 
 /**

@@ -1,9 +1,9 @@
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
-import { sql } from 'kysely';
 import type { LedgerContext } from '../ledger/state-machine.js';
-import { markUnlistedMissing } from '../ledger/state-machine.js';
+import { markUnlistedMissing, recordListedPage } from '../ledger/state-machine.js';
 import { AdaptiveLimiter } from '../s3/limiter.js';
 import { sendWithRetry, type RequestStats } from '../s3/retry.js';
+import type { PathLimit, RefusalRules } from './key-refusal.js';
 
 /** What reconciling the ledger with a listing of the source found. */
 export interface ListResult {
@@ -24,6 +24,8 @@ export interface ListConfig {
   targetPrefix: string;
   orphans: 'move' | 'skip';
   runId: number;
+  /** The path column's length limit: orphans pass the same refusals as planned keys. */
+  pathLimit?: PathLimit;
 }
 
 /**
@@ -38,10 +40,10 @@ export async function reconcileWithListing(
   config: ListConfig,
   onPage?: (listed: number) => void,
 ): Promise<ListResult> {
-  const ledger = sql.id(ctx.schema, 'migration_ledger');
   const limiter = new AdaptiveLimiter({ maxInFlight: 1 });
   const stats: RequestStats = { requests: 0, retries: 0, throttles: 0 };
   const result: ListResult = { listed: 0, orphansAdded: 0, orphansSkipped: 0, missing: 0 };
+  const rules: RefusalRules = { sourcePrefix: config.sourcePrefix, targetPrefix: config.targetPrefix, pathLimit: config.pathLimit };
   let token: string | undefined;
   do {
     const page = await sendWithRetry(limiter, stats, () =>
@@ -56,30 +58,7 @@ export async function reconcileWithListing(
     const sizes = objects.map((o) => o.Size ?? null);
     const etags = objects.map((o) => o.ETag ?? null);
     const classes = objects.map((o) => o.StorageClass ?? 'STANDARD');
-    const counts = await sql<{ inserted: number; seen: number }>`
-      with listed as (
-        select * from unnest(${keys}::text[], ${sizes}::bigint[], ${etags}::text[], ${classes}::text[])
-          as v(src_key, size, etag, storage_class)
-      ),
-      known as (
-        update ${ledger} as l
-        set src_size = listed.size, src_etag = listed.etag, src_storage_class = listed.storage_class,
-            listed_run_id = ${config.runId}, updated_at = now()
-        from listed where l.src_key = listed.src_key
-        returning l.src_key
-      ),
-      orphans as (
-        insert into ${ledger} (src_key, dst_key, row_ids, src_size, src_etag, src_storage_class, listed_run_id, planned_run_id)
-        select listed.src_key, ${config.targetPrefix} || substr(listed.src_key, ${config.sourcePrefix.length} + 1), '{}',
-               listed.size, listed.etag, listed.storage_class, ${config.runId}, ${config.runId}
-        from listed
-        where ${config.orphans === 'move'} and not exists (select 1 from ${ledger} as l where l.src_key = listed.src_key)
-        on conflict (src_key) do nothing
-        returning src_key
-      )
-      select (select count(*) from orphans)::int as inserted, (select count(*) from known)::int as seen
-    `.execute(ctx.db);
-    const row = counts.rows[0]!;
+    const row = await recordListedPage(ctx, { keys, sizes, etags, storageClasses: classes }, { rules, orphans: config.orphans, runId: config.runId });
     result.orphansAdded += row.inserted;
     if (config.orphans === 'skip') result.orphansSkipped += objects.length - row.seen;
     onPage?.(result.listed);

@@ -40,11 +40,11 @@ export async function plan(config: MigrateConfig, options: PlanOptions): Promise
   try {
     await checkConnection(db, url);
     const schema = config.ledgerSchema;
-    await inspectTable(db, config.table, config.idColumn, config.pathColumn);
+    const tableInfo = await inspectTable(db, config.table, config.idColumn, config.pathColumn);
     await migrateLedger(db, schema);
     await bindLedgerConfig(db, config, 'plan');
     const runId = await startRun(db, schema, options.list ? 'plan --list' : 'plan', describeConfig(config));
-    const ctx = { db, url, schema, table: config.table, idColumn: config.idColumn, pathColumn: config.pathColumn };
+    const ctx = { db, url, schema, table: config.table, idColumn: config.idColumn, pathColumn: config.pathColumn, pathLimit: tableInfo.pathLimit };
     // The count of rows outside both prefixes reads only the table: it runs
     // on the pool's other connection while the snapshot's reader is still
     // scanning and sorting (the loading backend idles until the first
@@ -67,7 +67,7 @@ export async function plan(config: MigrateConfig, options: PlanOptions): Promise
         listing = await reconcileWithListing(
           ctx,
           s3,
-          { bucket: config.source.bucket, sourcePrefix: config.source.prefix, targetPrefix: config.target.prefix, orphans: options.orphans, runId },
+          { bucket: config.source.bucket, sourcePrefix: config.source.prefix, targetPrefix: config.target.prefix, orphans: options.orphans, runId, pathLimit: tableInfo.pathLimit },
           (listed) => {
             if (!options.json && listed % 100_000 === 0) out.info(`plan --list: ${listed} objects listed`);
           },

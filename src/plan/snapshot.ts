@@ -4,21 +4,17 @@ import pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { quoteIdent } from '../config/identifiers.js';
 import { FatalError, oneLine } from '../errors.js';
-import type { LedgerContext } from '../ledger/state-machine.js';
+import { bulkLoadQuery, insertPlannedKeys, type LedgerContext, type PlannedKeys } from '../ledger/state-machine.js';
+import { destinationKey, keyRefusal, type PathLimit, type RefusalRules } from './key-refusal.js';
 
 /** What one snapshot added to the ledger. */
-export interface SnapshotResult {
-  /** New keys. */
-  added: number;
-  /** Existing keys that gained referencing ids. */
-  extended: number;
-  /** Of the new keys, those refused at once (control characters, too long). */
-  refused: number;
-}
+export type SnapshotResult = PlannedKeys;
 
 type SnapshotContext = Pick<LedgerContext, 'db' | 'schema' | 'table' | 'idColumn' | 'pathColumn'> & {
   /** The database URL: the bulk load opens its own two connections. */
   url: string;
+  /** The path column's length limit, if any: longer destinations are refused. */
+  pathLimit?: PathLimit;
 };
 
 /**
@@ -33,9 +29,10 @@ type SnapshotContext = Pick<LedgerContext, 'db' | 'schema' | 'table' | 'idColumn
  * already finished (`done`, `superseded`) that gains a new referencing row is
  * taken back to `copied`, so that row is moved onto the existing copy too.
  *
- * Keys S3 cannot take are recorded as `failed` at once, with the reason:
- * destination keys over 1,024 bytes, and keys with control characters (S3's
- * XML listings cannot carry them faithfully).
+ * Keys that cannot be moved are recorded as `failed` at once, with the
+ * reason (see `keyRefusal`): destination keys over 1,024 bytes or longer
+ * than the path column allows, and keys with control characters (S3's XML
+ * listings cannot carry them faithfully).
  *
  * Keys are inserted in key order, so ledger ids follow the keys: a claim of
  * consecutive ids is a contiguous range of keys.
@@ -53,36 +50,8 @@ export async function snapshotTable(
 ): Promise<{ snapshot: SnapshotResult; bulk: boolean }> {
   const loaded = await bulkLoad(ctx, sourcePrefix, targetPrefix, runId);
   if (loaded) return { snapshot: loaded, bulk: true };
-  const ledger = sql.id(ctx.schema, 'migration_ledger');
-  // Only keys that are new or gained ids reach the upsert: a re-plan of an
-  // unchanged million-key table is one hash join, not a million speculative
-  // insertions.
-  const result = await sql<SnapshotResult>`
-    with ${judgedRefs(ctx, sourcePrefix, targetPrefix)},
-    changed as (
-      select judged.* from judged left join ${ledger} as known on known.src_key = judged.src_key
-      where known.id is null or not (judged.row_ids <@ known.row_ids)
-    ),
-    upserted as (
-      insert into ${ledger} as l (src_key, dst_key, row_ids, planned_run_id, state, last_error, failed_state)
-      select src_key, dst_key, row_ids, ${runId},
-             case when refusal is null then 'pending' else 'failed' end, refusal,
-             case when refusal is null then null else 'pending' end
-      from changed
-      order by src_key
-      on conflict (src_key) do update
-        set row_ids = array(select distinct x from unnest(l.row_ids || excluded.row_ids) as x order by x),
-            state = case when l.state in ('done', 'superseded') then 'copied' else l.state end,
-            updated_at = now()
-        where not (excluded.row_ids <@ l.row_ids)
-      returning (xmax = 0) as inserted, l.state
-    )
-    select count(*) filter (where inserted)::int as added,
-           count(*) filter (where not inserted)::int as extended,
-           count(*) filter (where inserted and state = 'failed')::int as refused
-    from upserted
-  `.execute(ctx.db);
-  return { snapshot: result.rows[0]!, bulk: false };
+  const snapshot = await insertPlannedKeys(ctx, judgedRefs(ctx, sourcePrefix, targetPrefix), runId);
+  return { snapshot, bulk: false };
 }
 
 /**
@@ -114,15 +83,13 @@ function judgedRefs(
   const table = ctx.table.schema ? sql.id(ctx.table.schema, ctx.table.name) : sql.id(ctx.table.name);
   const id = sql.id(ctx.idColumn);
   const path = sql.id(ctx.pathColumn);
-  const growth = Buffer.byteLength(targetPrefix) - Buffer.byteLength(sourcePrefix);
+  const rules: RefusalRules = { sourcePrefix, targetPrefix, pathLimit: ctx.pathLimit, value };
   return sql`
     refs as (
       select src_key, refusal, array_agg(row_id) as row_ids
       from (
         select t.${path}::text collate "C" as src_key, t.${id}::text as row_id,
-               case when octet_length(t.${path}::text) + ${value(growth)}::int > 1024 then 'destination key is longer than 1024 bytes'
-                    when t.${path}::text collate "C" ~ '[\\x01-\\x1f\\x7f]' then 'key contains control characters, which S3 listings cannot carry'
-               end as refusal
+               ${keyRefusal(sql`t.${path}::text`, rules)} as refusal
         from ${table} as t
         where starts_with(t.${path}, ${value(sourcePrefix)})
         order by 1, 3, t.${id}
@@ -130,7 +97,7 @@ function judgedRefs(
       group by src_key, refusal
     ),
     judged as (
-      select src_key, ${value(targetPrefix)} || substr(src_key, ${value(sourcePrefix.length)} + 1) as dst_key, row_ids, refusal
+      select src_key, ${destinationKey(sql`src_key`, rules)} as dst_key, row_ids, refusal
       from refs
     )
   `;
@@ -238,12 +205,7 @@ async function bulkLoad(
     for (const index of indexes.rows) await run(writer, sql`drop index ${sql.id(ctx.schema, index.name)}`);
     const primaryKey = await dropPrimaryKey((query) => run(writer, query), ctx.schema);
     const freeze = await truncateForFreeze((query) => run(writer, query), ctx.schema);
-    const sink = writer.query(
-      copyFrom(
-        `copy ${ledgerName} (src_key, dst_key, row_ids, planned_run_id, state, last_error, failed_state) from stdin` +
-          (freeze ? ' with (freeze)' : ''),
-      ),
-    );
+    const sink = writer.query(copyFrom(bulkLoadQuery(ctx, sql``, runId, freeze).sink.compile(ctx.db).sql));
     await pipeline(source, sink);
     const added = sink.rowCount ?? 0;
     // Refused keys are rare; counting them afterwards is one scan of a
@@ -280,17 +242,7 @@ async function bulkLoad(
  * (correct whatever standard_conforming_strings says).
  */
 function copySelect(ctx: SnapshotContext, sourcePrefix: string, targetPrefix: string, runId: number): string {
-  if (!Number.isSafeInteger(runId)) throw new Error(`bad run id ${runId}`);
-  const query = sql`
-    copy (
-      with ${judgedRefs(ctx, sourcePrefix, targetPrefix, literal)}
-      select src_key, dst_key, row_ids, ${sql.raw(String(runId))},
-             case when refusal is null then 'pending' else 'failed' end, refusal,
-             case when refusal is null then null else 'pending' end
-      from judged
-      order by src_key
-    ) to stdout
-  `.compile(ctx.db);
+  const query = bulkLoadQuery(ctx, judgedRefs(ctx, sourcePrefix, targetPrefix, literal), runId, false).source.compile(ctx.db);
   if (query.parameters.length > 0) throw new Error('COPY query has bind parameters');
   return query.sql;
 }

@@ -1,6 +1,6 @@
 import os from 'node:os';
 import { sql, type Kysely } from 'kysely';
-import { ALL_STATES, type LedgerState } from '../ledger/state-machine.js';
+import { ALL_STATES, UNSETTLED_STATES, stateIn, type LedgerState } from '../ledger/state-machine.js';
 import {
   KEYS_PER_STATE,
   LISTED_STATES,
@@ -33,6 +33,7 @@ const round = (n: number, digits = 2) => Number(n.toFixed(digits));
  */
 export async function collectReport(db: Kysely<any>, schema: string): Promise<Report> {
   const ledger = sql.id(schema, 'migration_ledger');
+  const unsettled = stateIn(UNSETTLED_STATES);
 
   const summary = (
     await sql<{
@@ -44,9 +45,9 @@ export async function collectReport(db: Kysely<any>, schema: string): Promise<Re
     }>`
       select now() as now,
              (select max(updated_at) from ${ledger}) as last_activity,
-             (select count(*) from ${ledger} where state in ('pending', 'copied', 'db_updated')
+             (select count(*) from ${ledger} where ${unsettled}
                 and locked_by is not null and locked_until >= now())::int as held,
-             (select count(*) from ${ledger} where state in ('pending', 'copied', 'db_updated')
+             (select count(*) from ${ledger} where ${unsettled}
                 and locked_by is not null and locked_until < now())::int as expired,
              (select min(started_at) from ${sql.id(schema, 'runs')} where command = 'execute') as since
     `.execute(db)
@@ -58,7 +59,7 @@ export async function collectReport(db: Kysely<any>, schema: string): Promise<Re
   const states = Object.fromEntries(ALL_STATES.map((s) => [s, 0])) as Record<LedgerState, number>;
   for (const row of stateRows) states[row.state] = row.n;
   const planned = Object.values(states).reduce((a, b) => a + b, 0);
-  const remaining = states.pending + states.copied + states.db_updated;
+  const remaining = UNSETTLED_STATES.reduce((n, s) => n + states[s], 0);
   const settled = planned - remaining;
 
   const throughput = await readThroughput(db, ledger, summary.since, summary.now, summary.held > 0, remaining);
@@ -85,7 +86,7 @@ export async function collectReport(db: Kysely<any>, schema: string): Promise<Re
     select locked_by as owner, count(*)::int as keys, max(locked_until) as locked_until,
            max(locked_until) < now() as expired
     from ${ledger}
-    where state in ('pending', 'copied', 'db_updated') and locked_by is not null
+    where ${unsettled} and locked_by is not null
     group by locked_by order by keys desc, owner limit 20
   `.execute(db)).rows;
 
@@ -125,7 +126,7 @@ async function readThroughput(
   remaining: number,
 ): Promise<Report['throughput']> {
   // A key's settle time: when it reached its terminal state (see 0002-audit-views).
-  const settledAt = sql`case when state not in ('pending', 'copied', 'db_updated')
+  const settledAt = sql`case when not ${stateIn(UNSETTLED_STATES)}
                              then coalesce(done_at, updated_at) end`;
   const minutes = (await sql<{ minute: Date; copied: number; done: number; settled: number }>`
     with bounds as (select date_trunc('minute', now()) - interval '59 minutes' as start),
@@ -159,7 +160,7 @@ async function readThroughput(
            count(*) filter (where ${settledAt} >= now() - make_interval(secs => ${CURRENT_WINDOW_SECONDS}))::int as recent,
            max(${settledAt}) as last_settled
     from ${ledger}
-    where state not in ('pending', 'copied', 'db_updated')
+    where not ${stateIn(UNSETTLED_STATES)}
   `.execute(db)).rows[0]!;
   // While leases are held the run is going on, so the clock still runs;
   // afterwards it stops at the last settle, so a report read a day later

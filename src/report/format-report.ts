@@ -1,3 +1,4 @@
+import { describeConditionalSupport, type ConditionalSupport } from '../copy/conditional-support.js';
 import { ALL_STATES } from '../ledger/state-machine.js';
 import { formatDuration, formatRate } from '../util/output.js';
 import { LISTED_STATES, type Report } from './report-types.js';
@@ -72,11 +73,18 @@ export function formatReport(report: Report): string[] {
   lines.push('', `runs (${report.runs.length}):`);
   for (const r of report.runs) {
     const status =
-      r.status === 'running' && r.processAlive === false ? 'running (process gone: killed or crashed)' : r.status;
+      r.status === 'running' && r.processAlive === false
+        ? 'running (process gone: killed or crashed)'
+        : r.status === 'lost'
+          ? 'lost (process gone: killed or crashed; its leases were released)'
+          : r.status;
     const duration = r.seconds !== null ? formatDuration(r.seconds) : '-';
     const counts = typeof r.counts.keysDone === 'number' ? `, ${r.counts.keysDone} keys` : typeof r.counts.total === 'number' ? `, ${r.counts.total} keys planned` : '';
     lines.push(`  #${r.id} ${r.command.padEnd(12)} ${status}, exit ${r.exitCode ?? '-'}, started ${r.startedAt}, took ${duration}${counts}, ${r.host ?? '?'} pid ${r.pid ?? '?'}`);
   }
   if (report.runs.length === 0) lines.push('  none');
+  // What the last execute's start-up probe found (see src/copy/probe-conditional.ts).
+  const probed = [...report.runs].reverse().find((r) => r.command === 'execute' && r.config.ifNoneMatch)?.config.ifNoneMatch as ConditionalSupport | undefined;
+  if (probed) lines.push('', `If-None-Match: ${describeConditionalSupport(probed)}`);
   return lines;
 }

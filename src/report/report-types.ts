@@ -49,6 +49,7 @@ export interface MinuteActivity {
 export interface ReportRun {
   id: number;
   command: string;
+  /** `running`, `succeeded`, `failed`, `interrupted`, or `lost` (its process was found gone and its leases released). */
   status: string;
   startedAt: string;
   finishedAt: string | null;
@@ -80,9 +81,9 @@ export interface Report {
   /** Keys per state; every state is present, 0 when empty. */
   states: Record<LedgerState, number>;
   progress: {
-    /** Keys in a terminal state (every state but pending, copied and db_updated). */
+    /** Keys in a terminal state (every state but pending, copied, db_updated and reverting). */
     settled: number;
-    /** Keys still to be worked on (pending, copied, db_updated). */
+    /** Keys still to be worked on (pending, copied, db_updated; reverting, by revert). */
     remaining: number;
     /** settled / planned × 100 (100 for an empty ledger). */
     percentSettled: number;
@@ -112,7 +113,7 @@ export interface Report {
   /** The first keys (by ledger id) of each listed terminal state. */
   exceptions: Record<ListedState, { count: number; keys: ReportKey[] }>;
   leases: {
-    /** Live keys leased to a worker whose lease has not expired. */
+    /** Unsettled keys (forward or revert) leased to a worker whose lease has not expired. */
     held: number;
     /** Live keys whose lease expired: their worker died or stalled. */
     expired: number;

@@ -1,6 +1,7 @@
 import { DeleteObjectsCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import { withDbRetry } from '../db/retry.js';
 import { FatalError } from '../errors.js';
+import { judgeOriginal } from '../copy/judge-original.js';
 import { copyObject, type CopyContext } from '../execute/copy-objects.js';
 import { classifyS3Error, describeS3Error, s3ErrorCode, s3HttpStatus } from '../s3/errors.js';
 import { sendWithRetry } from '../s3/retry.js';
@@ -79,14 +80,8 @@ async function ensureSource(ctx: RevertContext, row: RevertRow): Promise<Step> {
   const bucket = ctx.back.config.migrate.target.bucket;
   try {
     const head = await sendWithRetry(ctx.back.limiter, ctx.back.stats, () => ctx.back.s3.send(new HeadObjectCommand({ Bucket: bucket, Key: row.src_key })));
-    if (row.src_size != null && head.ContentLength != null && Number(row.src_size) !== head.ContentLength) {
-      return {
-        kind: 'fail',
-        id: row.id,
-        terminal: true,
-        error: `source s3://${bucket}/${row.src_key} is ${head.ContentLength} bytes, the moved object was ${row.src_size}: rows left on the target`,
-      };
-    }
+    const verdict = await judgeOriginal(ctx.back, { bucket, key: row.src_key }, head, { bucket: ctx.back.config.migrate.source.bucket, key: row.dst_key }, { size: row.src_size, etag: row.src_etag });
+    if (!verdict.same) return { kind: 'fail', id: row.id, terminal: true, error: `source s3://${bucket}/${row.src_key} ${verdict.reason}: rows left on the target` };
     return { kind: 'rows', id: row.id, deleteTarget: row.state === 'done' };
   } catch (err) {
     if (!isNotFound(err)) {

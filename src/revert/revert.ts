@@ -8,7 +8,8 @@ import { inspectTable } from '../db/table-info.js';
 import { UsageError } from '../errors.js';
 import type { ExecuteConfig } from '../execute/execute-config.js';
 import { bindLedgerConfig, ledgerExists } from '../ledger/ledger-config.js';
-import { countStates, finishRun, runOutcome, startRun } from '../ledger/runs.js';
+import { releaseLeasesOfGoneRuns, watchGoneRuns } from '../ledger/gone-runs.js';
+import { countStates, finishRun, runOutcome, startHeartbeat, startRun } from '../ledger/runs.js';
 import {
   type LedgerContext,
   claimRevert,
@@ -73,102 +74,116 @@ export async function revert(config: RevertConfig): Promise<number> {
     const table = await inspectTable(db, config.migrate.table, config.migrate.idColumn, config.migrate.pathColumn);
     await checkLocation(s3, config.migrate.source, 'SOURCE_BUCKET');
     await checkLocation(s3, config.migrate.target, 'TARGET_BUCKET');
-    await ensureRevertIndex({ db, schema });
-    if (config.retryFailed) out.info(`re-queued ${await requeueRevertFailed({ db, schema })} keys revert had given up on`);
-
-    const runId = await startRun(db, schema, 'revert', {
-      ...describeConfig(config.migrate),
-      concurrency: config.concurrency,
-      batchSize: config.batchSize,
-      limit: config.limit,
-      host: os.hostname(),
-    });
-    addLogFields({ run_id: runId });
-    const stats: RequestStats = { requests: 0, retries: 0, throttles: 0 };
-    const limiter = new AdaptiveLimiter({ maxInFlight: config.concurrency, minInFlight: Math.min(4, config.concurrency) });
-    const ledger: LedgerContext = {
+    // Refused (exit 2) while an execute runs on this ledger; nothing is changed before.
+    const runId = await startRun(
       db,
       schema,
-      table: config.migrate.table,
-      idColumn: config.migrate.idColumn,
-      pathColumn: config.migrate.pathColumn,
-      idCast: table.idCast,
-      me: `${config.processId}/revert`,
-    };
-    // The copy back is execute's copy with source and target swapped.
-    const back: ExecuteConfig = {
-      migrate: { ...config.migrate, source: config.migrate.target, target: config.migrate.source },
-      threads: 1,
-      concurrency: config.concurrency,
-      batchSize: config.batchSize,
-      pipeline: 1,
-      leaseSeconds: config.leaseSeconds,
-      maxAttempts: config.maxAttempts,
-      multipartThreshold: 5 * 1024 ** 3,
-      partSize: 256 * 1024 ** 2,
-      overwrite: false,
-      destCheck: 'head',
-      maxRps: 0,
-      backoffSeconds: config.backoffSeconds,
-      limit: 0,
-      processId: config.processId,
-    };
-    const ctx = { ledger, back: { s3, limiter, stats, config: back }, maxAttempts: config.maxAttempts, backoffSeconds: config.backoffSeconds };
-    const tally: RevertTally = { rowsOnly: 0, copiedBack: 0, reverted: 0, failed: 0 };
-    const started = Date.now();
-    let lastProgress = started;
-    let claimed = 0;
-    let fatal: string | undefined;
-
-    try {
-      while (!signal) {
-        const want = config.limit > 0 ? Math.min(config.batchSize, config.limit - claimed) : config.batchSize;
-        if (want <= 0) break;
-        const rows = await withDbRetry(() => claimRevert(ledger, want, config.leaseSeconds, config.maxAttempts));
-        claimed += rows.length;
-        if (rows.length === 0) {
-          if (!(await withDbRetry(() => hasRevertable({ db, schema }, config.maxAttempts)))) break;
-          await sleep(500);
-          continue;
-        }
-        const ids = rows.map((r) => r.id);
-        const heartbeat = setInterval(() => {
-          void withDbRetry(() => renewLeases(ledger, ids, config.leaseSeconds)).catch(() => undefined);
-        }, Math.max(1_000, (config.leaseSeconds * 1000) / 3));
-        try {
-          await revertBatch(ctx, rows, tally);
-        } catch (err) {
-          await releaseRevertLeases(ledger, ids).catch(() => undefined);
-          throw err;
-        } finally {
-          clearInterval(heartbeat);
-        }
-        if (!config.quiet && Date.now() - lastProgress > 5_000) {
-          lastProgress = Date.now();
-          out.info(`revert: ${tally.reverted} keys reverted, ${tally.failed} given up on`);
-        }
-      }
-    } catch (err) {
-      fatal = err instanceof Error ? err.message : String(err);
-    }
-
-    const seconds = (Date.now() - started) / 1000;
-    const states = await countStates(db, schema);
-    out.info(
-      `revert: ${tally.reverted} keys reverted in ${formatDuration(seconds)} (${tally.copiedBack} copied back, ` +
-        `${tally.rowsOnly} with their source still in place: rows only); ${stats.requests} S3 requests`,
+      'revert',
+      {
+        ...describeConfig(config.migrate),
+        concurrency: config.concurrency,
+        batchSize: config.batchSize,
+        limit: config.limit,
+        host: os.hostname(),
+      },
+      config.processId,
     );
-    out.info(`ledger: ${Object.entries(states).map(([s, n]) => `${s} ${n}`).join(', ') || 'empty'}`);
-    const given = await listRevertFailed({ db, schema }, config.maxAttempts);
-    if (given.total > 0) {
-      out.error(`${given.total} keys could not be reverted (their rows are unchanged):`);
-      for (const row of given.rows) out.error(`  ${row.src_key} <- ${row.dst_key}: ${row.last_error ?? ''}`);
-      out.error('fix each cause, then run bucket-migrate revert --retry-failed');
-    }
+    addLogFields({ run_id: runId });
+    const tally: RevertTally = { rowsOnly: 0, copiedBack: 0, reverted: 0, failed: 0 };
+    const heartbeat = startHeartbeat(db, schema, runId, () => ({ ...tally }));
+    const reaper = watchGoneRuns(db, schema);
+    try {
+      await ensureRevertIndex({ db, schema });
+      if (config.retryFailed) out.info(`re-queued ${await requeueRevertFailed({ db, schema })} keys revert had given up on`);
+      await releaseLeasesOfGoneRuns(db, schema);
+      const stats: RequestStats = { requests: 0, retries: 0, throttles: 0 };
+      const limiter = new AdaptiveLimiter({ maxInFlight: config.concurrency, minInFlight: Math.min(4, config.concurrency) });
+      const ledger: LedgerContext = {
+        db,
+        schema,
+        table: config.migrate.table,
+        idColumn: config.migrate.idColumn,
+        pathColumn: config.migrate.pathColumn,
+        idCast: table.idCast,
+        me: `${config.processId}/revert`,
+      };
+      // The copy back is execute's copy with source and target swapped.
+      const back: ExecuteConfig = {
+        migrate: { ...config.migrate, source: config.migrate.target, target: config.migrate.source },
+        threads: 1,
+        concurrency: config.concurrency,
+        batchSize: config.batchSize,
+        pipeline: 1,
+        leaseSeconds: config.leaseSeconds,
+        maxAttempts: config.maxAttempts,
+        multipartThreshold: 5 * 1024 ** 3,
+        partSize: 256 * 1024 ** 2,
+        overwrite: false,
+        destCheck: 'head',
+        maxRps: 0,
+        backoffSeconds: config.backoffSeconds,
+        limit: 0,
+        processId: config.processId,
+      };
+      const ctx = { ledger, back: { s3, limiter, stats, config: back }, maxAttempts: config.maxAttempts, backoffSeconds: config.backoffSeconds };
+      const started = Date.now();
+      let lastProgress = started;
+      let claimed = 0;
+      let fatal: string | undefined;
 
-    const { status, exitCode } = runOutcome('revert', { fatal, signal, keysFailed: given.total > 0 });
-    await finishRun(db, schema, runId, status, exitCode, { seconds, ...tally, requests: stats.requests, states });
-    return exitCode;
+      try {
+        while (!signal) {
+          const want = config.limit > 0 ? Math.min(config.batchSize, config.limit - claimed) : config.batchSize;
+          if (want <= 0) break;
+          const rows = await withDbRetry(() => claimRevert(ledger, want, config.leaseSeconds, config.maxAttempts));
+          claimed += rows.length;
+          if (rows.length === 0) {
+            if (!(await withDbRetry(() => hasRevertable({ db, schema }, config.maxAttempts)))) break;
+            await sleep(500);
+            continue;
+          }
+          const ids = rows.map((r) => r.id);
+          const heartbeat = setInterval(() => {
+            void withDbRetry(() => renewLeases(ledger, ids, config.leaseSeconds)).catch(() => undefined);
+          }, Math.max(1_000, (config.leaseSeconds * 1000) / 3));
+          try {
+            await revertBatch(ctx, rows, tally);
+          } catch (err) {
+            await releaseRevertLeases(ledger, ids).catch(() => undefined);
+            throw err;
+          } finally {
+            clearInterval(heartbeat);
+          }
+          if (!config.quiet && Date.now() - lastProgress > 5_000) {
+            lastProgress = Date.now();
+            out.info(`revert: ${tally.reverted} keys reverted, ${tally.failed} given up on`);
+          }
+        }
+      } catch (err) {
+        fatal = err instanceof Error ? err.message : String(err);
+      }
+
+      const seconds = (Date.now() - started) / 1000;
+      const states = await countStates(db, schema);
+      out.info(
+        `revert: ${tally.reverted} keys reverted in ${formatDuration(seconds)} (${tally.copiedBack} copied back, ` +
+          `${tally.rowsOnly} with their source still in place: rows only); ${stats.requests} S3 requests`,
+      );
+      out.info(`ledger: ${Object.entries(states).map(([s, n]) => `${s} ${n}`).join(', ') || 'empty'}`);
+      const given = await listRevertFailed({ db, schema }, config.maxAttempts);
+      if (given.total > 0) {
+        out.error(`${given.total} keys could not be reverted (their rows are unchanged):`);
+        for (const row of given.rows) out.error(`  ${row.src_key} <- ${row.dst_key}: ${row.last_error ?? ''}`);
+        out.error('fix each cause, then run bucket-migrate revert --retry-failed');
+      }
+
+      const { status, exitCode } = runOutcome('revert', { fatal, signal, keysFailed: given.total > 0 });
+      await finishRun(db, schema, runId, status, exitCode, { seconds, ...tally, requests: stats.requests, states });
+      return exitCode;
+    } finally {
+      heartbeat.stop();
+      await reaper.stop();
+    }
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

@@ -28,13 +28,24 @@ export interface MultipartCopyRequest {
    * a multipart upload has no COPY directive for class, encryption or tags.
    */
   attributes?: Pick<CreateMultipartUploadCommandInput, 'StorageClass' | 'ServerSideEncryption' | 'SSEKMSKeyId' | 'Tagging'>;
+  /** The copy's user metadata (default: the source's). */
+  metadata?: Record<string, string>;
+  /**
+   * Replace an existing object at the target (`--overwrite`). Otherwise
+   * CompleteMultipartUpload carries `If-None-Match: *`: on a server that
+   * honours it, an object that appeared at the target meanwhile makes it
+   * fail with 412 instead of being replaced.
+   */
+  overwrite?: boolean;
 }
 
 /**
  * Copies an object in parts with `UploadPartCopy`, server-side. Every part is
  * conditional on the source ETag, so a source replaced mid-copy fails the
- * copy instead of stitching two versions together. The upload is aborted on
- * any failure, leaving no orphaned parts behind.
+ * copy instead of stitching two versions together. The completion is
+ * conditional on the target not existing (unless `overwrite`), like a
+ * single CopyObject. The upload is aborted on any failure (a 412 included),
+ * leaving no orphaned parts behind.
  */
 export async function multipartCopy(
   s3: S3Client,
@@ -56,7 +67,7 @@ export async function multipartCopy(
         ContentEncoding: source.ContentEncoding,
         ContentLanguage: source.ContentLanguage,
         Expires: source.Expires,
-        Metadata: source.Metadata,
+        Metadata: request.metadata ?? source.Metadata,
         ...request.attributes,
       }),
     ),
@@ -92,6 +103,7 @@ export async function multipartCopy(
           Key: request.targetKey,
           UploadId: uploadId,
           MultipartUpload: { Parts: parts },
+          IfNoneMatch: request.overwrite ? undefined : '*',
         }),
       ),
     );

@@ -1,9 +1,10 @@
 import { sql } from 'kysely';
+import { UNSETTLED_STATES, stateIn } from '../ledger/state-machine.js';
 import { iso } from '../report/collect-report.js';
 import { Findings, MAX_LISTED, checkResult, plural, type CheckResult } from './validate-types.js';
 import { ledgerTable, type ValidateContext } from './validate-context.js';
 
-export const LEDGER_SETTLED = 'the ledger has no key left in a non-terminal state (pending, copied, db_updated, reverting)';
+export const LEDGER_SETTLED = `the ledger has no key left in a non-terminal state (${UNSETTLED_STATES.join(', ')})`;
 
 /**
  * Check 4: every key reached a terminal state. Live keys are listed with
@@ -13,7 +14,7 @@ export const LEDGER_SETTLED = 'the ledger has no key left in a non-terminal stat
 export async function checkLedgerSettled(ctx: ValidateContext): Promise<CheckResult> {
   const ledger = ledgerTable(ctx.config);
   // `reverting`: a revert stopped half-way (rows back, target not yet deleted).
-  const live = sql`state in ('pending', 'copied', 'db_updated', 'reverting')`;
+  const live = stateIn(UNSETTLED_STATES);
   const total = (await sql<{ n: number }>`select count(*)::bigint as n from ${ledger}`.execute(ctx.db)).rows[0]!.n;
   const count = (await sql<{ n: number }>`select count(*)::bigint as n from ${ledger} where ${live}`.execute(ctx.db)).rows[0]!.n;
   const failures = new Findings();

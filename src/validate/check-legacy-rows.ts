@@ -1,66 +1,111 @@
 import { sql } from 'kysely';
-import { EXCEPTION_STATES, Findings, MAX_LISTED, checkResult, plural, type CheckResult } from './validate-types.js';
+import { FatalError } from '../errors.js';
+import { compareKeys } from './compare-keys.js';
+import { listObjects, type ListedObject } from './list-objects.js';
+import { brokenReason, namedKey, objectUrl } from './spellings.js';
+import { withCursor } from './table-cursor.js';
+import { EXCEPTION_STATES, Findings, checkResult, plural, type CheckResult } from './validate-types.js';
 import { appTable, ledgerTable, type ValidateContext } from './validate-context.js';
 
-export const LEGACY_ROWS = 'no table row points under SOURCE_PREFIX, except rows of keys left failed, conflict, missing, archived or reverted';
+export const LEGACY_ROWS =
+  'no table row names a key under SOURCE_PREFIX (in any spelling), except rows of keys left failed, conflict, missing, archived or reverted; a row whose object is gone is broken';
+
+/** Rows per FETCH, as in the target check. */
+const PAGE_ROWS = 5_000;
+
+interface LegacyRow {
+  row_id: string;
+  path: string;
+  key: string;
+  ledger_id: number | null;
+  state: string | null;
+  last_error: string | null;
+}
 
 /**
  * Check 1: no row of the table still names a key under the source prefix,
- * except rows whose key the ledger left behind on purpose (failed, conflict,
- * missing, archived, reverted): those are known exceptions, failures only with `--strict`.
+ * in any spelling (`image/k`, `/image/k`, `s3://bucket/image/k`, an https
+ * URL; see `namedKey`), except rows whose key the ledger left behind on
+ * purpose (failed, conflict, missing, archived, reverted): those are known
+ * exceptions, failures only with `--strict`.
  *
- * The table is read directly, not the ledger's account of it. The work is
- * done by Postgres (a count, then the first rows of each kind), so nothing
- * here grows with the table.
+ * Each such row is also checked against a listing of the source prefix, to
+ * tell broken from unfinished: a row naming a source object that does not
+ * exist is reported as exactly that ("row 7 names s3://legacy-s3/image/k,
+ * which does not exist"), whatever the ledger says about its key. A key
+ * that was already missing when planned (`missing`) stays a known exception.
+ *
+ * The rows (sorted by the key they name, in byte order) and the listing
+ * (S3's order, the same) are merged a page at a time, as in the target
+ * check: constant memory, no HEAD per row, one listing request per 1,000
+ * objects left under the prefix (few, once the migration is done).
  */
 export async function checkLegacyRows(ctx: ValidateContext): Promise<CheckResult> {
   const { config } = ctx;
-  const t = appTable(config);
-  const id = sql.id(config.idColumn);
-  const path = sql.id(config.pathColumn);
-  const ledger = ledgerTable(config);
-  const exception = sql`l.state = any(${EXCEPTION_STATES as unknown as string[]}::text[])`;
-  const legacy = sql`
-    from ${t} as t left join ${ledger} as l on l.src_key = t.${path}::text
-    where starts_with(t.${path}::text, ${config.source.prefix})
+  const key = namedKey(config.source, sql`t.${sql.id(config.pathColumn)}`);
+  const query = sql<LegacyRow>`
+    select named.row_id, named.path, named.key, l.id as ledger_id, l.state, l.last_error
+    from (
+      select t.${sql.id(config.idColumn)} as id, t.${sql.id(config.idColumn)}::text as row_id,
+             t.${sql.id(config.pathColumn)}::text as path, ${key} as key
+      from ${appTable(config)} as t
+    ) as named
+    left join ${ledgerTable(config)} as l on l.src_key = named.key
+    where named.key is not null
+    order by named.key collate "C", named.id
   `;
-  const counts = (await sql<{ legacy: number; exceptions: number }>`
-    select count(*)::bigint as legacy, count(*) filter (where ${exception})::bigint as exceptions ${legacy}
-  `.execute(ctx.db)).rows[0]!;
 
   const failures = new Findings();
   const exceptions = new Findings();
-  const list = async (wantExceptions: boolean, into: Findings, total: number) => {
-    if (total === 0) return;
-    const rows = (await sql<{ row_id: string; path: string; ledger_id: number | null; state: string | null; last_error: string | null }>`
-      select t.${id}::text as row_id, t.${path}::text as path, l.id as ledger_id, l.state, l.last_error ${legacy}
-        and ${wantExceptions ? exception : sql`not coalesce(${exception}, false)`}
-      order by t.${id} limit ${MAX_LISTED}
-    `.execute(ctx.db)).rows;
-    for (const r of rows) {
-      into.add({
-        key: r.path,
-        rowId: r.row_id,
-        ledgerId: r.ledger_id ?? undefined,
-        state: r.state,
-        reason: reasonFor(r.state, r.last_error),
-      });
+  let legacy = 0;
+  let broken = 0;
+  let otherSpellings = 0;
+
+  await withCursor(ctx.db, query, PAGE_ROWS, async (rows) => {
+    const objects = listObjects(ctx.s3, config.source.bucket, config.source.prefix);
+    let object: ListedObject | undefined;
+    const nextObject = async () => {
+      const next = await objects.next();
+      object = next.done ? undefined : next.value;
+    };
+    await nextObject();
+    let previousKey: string | undefined;
+    for await (const row of rows) {
+      legacy += 1;
+      if (row.path !== row.key) otherSpellings += 1;
+      if (previousKey !== undefined && compareKeys(previousKey, row.key) > 0) {
+        throw new FatalError(`the database does not sort paths in UTF-8 byte order (${previousKey} before ${row.key}): is it a UTF-8 database?`);
+      }
+      previousKey = row.key;
+      while (object && compareKeys(object.key, row.key) < 0) await nextObject();
+      const exists = object !== undefined && compareKeys(object.key, row.key) === 0;
+      const base = { key: row.path, rowId: row.row_id, ledgerId: row.ledger_id ?? undefined, state: row.state };
+      const isException = row.state !== null && (EXCEPTION_STATES as readonly string[]).includes(row.state);
+      if (!exists) {
+        broken += 1;
+        const missingObject = objectUrl(config.source, row.key);
+        const sentence = brokenReason(row.row_id, missingObject, row.path, row.key);
+        if (row.state === 'missing') {
+          exceptions.add({ ...base, missingObject, reason: `${sentence}: known exception: key is missing${row.last_error ? ` (${row.last_error})` : ''}` });
+        } else {
+          failures.add({ ...base, missingObject, reason: `${sentence}${row.state ? ` (ledger: key ${row.state})` : ''}` });
+        }
+        continue;
+      }
+      (isException ? exceptions : failures).add({ ...base, reason: reasonFor(row.state, row.last_error) });
     }
-    // Only the first rows were fetched; the count comes from the query above.
-    into.count = total;
-  };
-  await list(false, failures, counts.legacy - counts.exceptions);
-  await list(true, exceptions, counts.exceptions);
+  });
 
   return checkResult('legacyRows', LEGACY_ROWS, {
     summary:
-      `${plural(counts.legacy - counts.exceptions, 'row')} under ${config.source.prefix} without a known reason` +
-      `, ${plural(counts.exceptions, 'known exception')}${ctx.strict && counts.exceptions ? ' (failing: --strict)' : ''}`,
-    checked: counts.legacy,
+      `${plural(failures.count, 'row')} naming a key under ${config.source.prefix} without a known reason` +
+      `${broken ? ` (${broken} broken: the object is gone)` : ''}` +
+      `, ${plural(exceptions.count, 'known exception')}${ctx.strict && exceptions.count ? ' (failing: --strict)' : ''}`,
+    checked: legacy,
     failures,
     exceptions,
     strict: ctx.strict,
-    details: { legacyRows: counts.legacy },
+    details: { legacyRows: legacy, brokenRows: broken, otherSpellings },
   });
 }
 

@@ -1,6 +1,8 @@
 import { CHECKS, type CheckKey, type Finding, type ValidateResult } from './validate-types.js';
 
 function describe(finding: Finding): string {
+  // A broken row's reason is a whole sentence naming the row and the object.
+  if (finding.missingObject !== undefined) return finding.reason;
   const where = finding.rowId !== undefined ? `row ${finding.rowId} ${finding.key}` : finding.key;
   return `${where}: ${finding.reason}`;
 }

@@ -7,6 +7,7 @@ import { AdaptiveLimiter } from '../s3/limiter.js';
 import { sendWithRetry, type RequestStats } from '../s3/retry.js';
 import { TARGET_OBJECTS, targetRowsQuery } from './check-target-objects.js';
 import { mismatch } from './object-match.js';
+import { brokenReason, objectUrl } from './spellings.js';
 import { Findings, checkResult, plural, type CheckResult } from './validate-types.js';
 import { type ValidateContext } from './validate-context.js';
 
@@ -36,14 +37,15 @@ export async function sampleTargetObjects(ctx: ValidateContext, sample: number, 
     rows.map(async (row) => {
       let head: HeadObjectCommandOutput | undefined;
       try {
-        head = await sendWithRetry(limiter, stats, () => ctx.s3.send(new HeadObjectCommand({ Bucket: config.target.bucket, Key: row.path })));
+        head = await sendWithRetry(limiter, stats, () => ctx.s3.send(new HeadObjectCommand({ Bucket: config.target.bucket, Key: row.key })));
       } catch (err) {
         if (s3ErrorCode(err) !== 'NotFound' && s3ErrorCode(err) !== 'NoSuchKey' && s3HttpStatus(err) !== 404) {
-          throw new FatalError(`HEAD s3://${config.target.bucket}/${row.path} failed: ${describeS3Error(err)}`);
+          throw new FatalError(`HEAD s3://${config.target.bucket}/${row.key} failed: ${describeS3Error(err)}`);
         }
       }
       if (!head) {
-        failures.add({ key: row.path, rowId: row.row_id, state: row.state, reason: `no object at s3://${config.target.bucket}/${row.path}` });
+        const missingObject = objectUrl(config.target, row.key);
+        failures.add({ key: row.path, rowId: row.row_id, state: row.state, missingObject, reason: brokenReason(row.row_id, missingObject, row.path, row.key) });
         return;
       }
       const wrong = mismatch(row, { size: head.ContentLength ?? 0, etag: head.ETag ?? null });

@@ -35,6 +35,12 @@ export interface Finding {
   reason: string;
   /** The table row, for checks about rows. */
   rowId?: string;
+  /**
+   * A row naming an object that does not exist (broken, not unfinished):
+   * the object, as `s3://bucket/key` (the key as the row names it, whatever
+   * its spelling; `key` is the path as stored).
+   */
+  missingObject?: string;
   /** The key's ledger row, when it has one. */
   ledgerId?: number;
   /** The key's ledger state; null when the ledger does not know the key. */

@@ -42,7 +42,7 @@ export async function validate(config: MigrateConfig, options: ValidateOptions):
     await bindLedgerConfig(db, config, 'use');
     await inspectTable(db, config.table, config.idColumn, config.pathColumn);
     const want = new Set(options.checks);
-    if (want.has('sourceEmpty')) await checkLocation(s3, config.source, 'SOURCE_BUCKET');
+    if (want.has('sourceEmpty') || want.has('legacyRows')) await checkLocation(s3, config.source, 'SOURCE_BUCKET');
     if (want.has('targetObjects')) await checkLocation(s3, config.target, 'TARGET_BUCKET');
     const ctx: ValidateContext = { db, s3, config, strict: options.strict };
 

@@ -1,6 +1,6 @@
 /**
  * Proves the end state of a migration directly (rows, objects, bytes), and
- * with the CLI's `validate` once that command exists.
+ * with the CLI's `validate`.
  */
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import pg from 'pg';
@@ -65,7 +65,7 @@ type Asserter = Test;
 export interface EndStateOptions {
   sourcePrefix?: string;
   targetPrefix?: string;
-  /** Run `bucket-migrate validate` too, when implemented (default true). */
+  /** Run `bucket-migrate validate` too (default true). */
   validate?: boolean;
   /** Extra env for validate (e.g. a proxy-free S3_ENDPOINT). */
   env?: NodeJS.ProcessEnv;
@@ -113,12 +113,8 @@ export async function assertMigrated(t: Asserter, env: TestEnv, baseline: Baseli
   if (opts.validate !== false) await assertValidate(t, { ...env.env, ...opts.env });
 }
 
-/** Runs `bucket-migrate validate`; skipped (with a comment) while it is not implemented. */
+/** Runs `bucket-migrate validate`, which must pass. */
 export async function assertValidate(t: Asserter, env: NodeJS.ProcessEnv): Promise<void> {
   const result = await runCli(['validate'], { env, timeoutMs: 120_000 });
-  if (/not implemented/.test(result.stderr)) {
-    t.comment('validate is not implemented yet: end state checked directly');
-    return;
-  }
   t.equal(result.code, 0, `validate passes\n${result.stdout}\n${result.stderr}`);
 }

@@ -43,7 +43,7 @@ export interface FaultConfig {
   /** only requests for which this returns true are eligible for faults */
   match?: (req: { method: string; url: string }) => boolean;
   /** answer these with a given S3 error instead of forwarding: e.g. InvalidObjectState 403 for chosen keys */
-  errorFor?: (req: { method: string; url: string }) => { status: number; code: string; message?: string } | undefined;
+  errorFor?: (req: { method: string; url: string; headers: http.IncomingHttpHeaders }) => { status: number; code: string; message?: string } | undefined;
 }
 
 export interface FaultProxy {
@@ -95,7 +95,7 @@ export async function startFaultProxy(upstream: string, initial: FaultConfig = {
     const eligible = current.match ? safeMatch(current.match, info) : true;
     if (!eligible) return void forward(req, res, 'none');
 
-    const chosen = current.errorFor?.(info);
+    const chosen = current.errorFor?.({ ...info, headers: req.headers });
     if (chosen) {
       count('errorFor');
       return void answerError(req, res, chosen.status, chosen.code, chosen.message ?? chosen.code);

@@ -24,7 +24,10 @@
  * listing (2) that found the object absent: at that instant, the row named a
  * missing object. Nothing is assumed about the order in which the tool moves
  * rows or deletes objects (revert and the application move rows both ways),
- * so there is no false positive by construction, only proofs.
+ * so there is no false positive by construction, only proofs. Nor does it
+ * matter which location is called the source: `revert` (which deletes
+ * target objects) is observed with the roles as they are, or swapped, as
+ * some tests pass them.
  *
  * In the other direction: every poll reads every row (all spellings
  * above) and lists both locations completely, so a violation that lasts
