@@ -48,7 +48,7 @@ t.test('revert after a full run: a canary, then the rest, then a no-op', async (
   // Reverted keys are where the operator put them: known exceptions, not an unfinished migration.
   const midway = await runCli(['validate'], { env: env.env });
   t.equal(midway.code, 0, midway.stdout + midway.stderr);
-  t.match(midway.stdout, /legacy-rows: 0 rows under image\/ without a known reason, 10 known exceptions/);
+  t.match(midway.stdout, /legacy-rows: 0 rows naming a key under image\/ without a known reason, 10 known exceptions/);
   t.match(midway.stdout, /image\/avatar-\d+\.png: known exception: key is reverted/);
   t.equal((await runCli(['validate', '--strict'], { env: env.env })).code, 1, '--strict fails them, like every exception');
 
