@@ -117,7 +117,7 @@ export type FromState = LedgerState | 'new';
 export const TRANSITIONS = {
   insertPlannedKeys: [['new', 'pending'], ['new', 'failed'], ['done', 'copied'], ['superseded', 'copied']],
   bulkLoadQuery: [['new', 'pending'], ['new', 'failed']],
-  recordListedPage: [['new', 'pending']],
+  recordListedPage: [['new', 'pending'], ['new', 'failed']],
   markUnlistedMissing: [['pending', 'missing']],
   markCopied: [['pending', 'copied']],
   markUnmovable: [['pending', 'conflict'], ['pending', 'missing'], ['pending', 'archived']],
