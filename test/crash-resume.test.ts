@@ -2,43 +2,8 @@ import t from 'tap';
 import { avatarPng } from '../src/seed/png.js';
 import { runCli, spawnCli } from './helpers/cli.js';
 import { ledgerStates, query } from './helpers/db.js';
-import { getBytes, listKeys, setupTestEnv, type TestEnv } from './helpers/services.js';
-
-/**
- * Watches the invariant "every row's path names an existing object" while
- * something else runs. It lists the source, then reads the rows, then lists
- * the target: a legacy object exists until after its row has moved, and a
- * copy exists from before its row moved, so this order never reports a
- * violation that did not happen.
- */
-function watchInvariant(env: TestEnv) {
-  const violations: string[] = [];
-  let checks = 0;
-  let running = true;
-  const loop = (async () => {
-    while (running) {
-      const sources = new Set(await listKeys(env.s3client, env.sourceBucket, 'image/'));
-      const rows = await query<{ id: number; path: string }>(env.databaseUrl, 'select id, path from avatars');
-      const targets = new Set(await listKeys(env.s3client, env.targetBucket, 'avatar/'));
-      for (const row of rows) {
-        const ok = row.path.startsWith('image/') ? sources.has(row.path) : targets.has(row.path);
-        if (!ok) violations.push(`row ${row.id} -> ${row.path}`);
-      }
-      checks++;
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-  })();
-  return {
-    violations,
-    get checks() {
-      return checks;
-    },
-    async stop() {
-      running = false;
-      await loop;
-    },
-  };
-}
+import { getBytes, listKeys, setupTestEnv } from './helpers/services.js';
+import { startInvariantObserver } from './support/invariant-observer.js';
 
 t.test('SIGKILL at random moments, a dozen times, never breaks a row; a final run finishes', async (t) => {
   const env = await setupTestEnv(t);
@@ -47,7 +12,13 @@ t.test('SIGKILL at random moments, a dozen times, never breaks a row; a final ru
   t.equal((await runCli(['seed', '--count', String(keys), '--quiet'], { env: env.env })).code, 0);
   t.equal((await runCli(['plan'], { env: env.env })).code, 0);
 
-  const observer = watchInvariant(env);
+  const observer = startInvariantObserver({
+    owner: t,
+    databaseUrl: env.databaseUrl,
+    s3client: env.s3client,
+    sourceBucket: env.sourceBucket,
+    targetBucket: env.targetBucket,
+  });
   const args = ['execute', '--threads', '2', '--batch-size', '25', '--concurrency', '8', '--lease-seconds', '2', '--quiet'];
   let kills = 0;
   const seenStates = new Set<string>();

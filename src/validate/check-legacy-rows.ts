@@ -8,7 +8,7 @@ import { EXCEPTION_STATES, Findings, checkResult, plural, type CheckResult } fro
 import { appTable, ledgerTable, type ValidateContext } from './validate-context.js';
 
 export const LEGACY_ROWS =
-  'no table row names a key under SOURCE_PREFIX (in any spelling), except rows of keys left failed, conflict, missing or archived; a row whose object is gone is broken';
+  'no table row names a key under SOURCE_PREFIX (in any spelling), except rows of keys left failed, conflict, missing, archived or reverted; a row whose object is gone is broken';
 
 /** Rows per FETCH, as in the target check. */
 const PAGE_ROWS = 5_000;
@@ -26,7 +26,7 @@ interface LegacyRow {
  * Check 1: no row of the table still names a key under the source prefix,
  * in any spelling (`image/k`, `/image/k`, `s3://bucket/image/k`, an https
  * URL; see `namedKey`), except rows whose key the ledger left behind on
- * purpose (failed, conflict, missing, archived): those are known
+ * purpose (failed, conflict, missing, archived, reverted): those are known
  * exceptions, failures only with `--strict`.
  *
  * Each such row is also checked against a listing of the source prefix, to

@@ -19,8 +19,13 @@ export type CheckKey = keyof typeof CHECKS;
 /** Failing keys or rows named per check; the rest are counted. */
 export const MAX_LISTED = 100;
 
-/** Ledger states whose keys were left where they were on purpose. */
-export const EXCEPTION_STATES = ['failed', 'conflict', 'missing', 'archived'] as const;
+/**
+ * Ledger states whose keys were left where they were on purpose: the tool
+ * refused them (failed, conflict, missing, archived), or the operator moved
+ * them back (`revert`: reverted keys' rows name their source again, which is
+ * where they belong until a new migration).
+ */
+export const EXCEPTION_STATES = ['failed', 'conflict', 'missing', 'archived', 'reverted'] as const;
 
 /** One failing (or excepted) row or key. */
 export interface Finding {
