@@ -25,7 +25,7 @@ import { copyObjects, type CopyContext } from './copy-objects.js';
 import { bump } from './counters.js';
 import { deleteSources } from './delete-sources.js';
 import { verifyTargets } from './verify-targets.js';
-import { waitForOlderTransactions } from '../guard/guard.js';
+import { fenceWaitMs, waitForOlderTransactions } from '../guard/guard.js';
 
 /** A worker's view of the world while it moves one batch. */
 export interface BatchContext {
@@ -184,7 +184,7 @@ async function fenceAndCheck(ctx: BatchContext, ids: number[], lease: LeaseClock
     const unfenced = candidates.filter((id) => !fenced.includes(id));
     await withDbRetry(() => releaseLeases(ledger, lease.release(unfenced)));
     if (fenced.length === 0) break;
-    const wait = await withDbRetry(() => waitForOlderTransactions(ledger.db, (lease.leaseSeconds * 1000) / 3));
+    const wait = await withDbRetry(() => waitForOlderTransactions(ledger.db, fenceWaitMs(lease.leaseSeconds)));
     if (!wait.complete) {
       // A transaction older than the fence is still open: give the keys
       // back, fenced (their sources exist; new writes are redirected), for

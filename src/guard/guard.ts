@@ -266,6 +266,19 @@ function dollarQuote(text: string): string {
   return `${tag}${text}${tag}`;
 }
 
+/**
+ * How long a batch waits for the transactions older than its fence before
+ * giving its keys back (still fenced) for a later claim: at least 30 s, so
+ * that an application whose transactions last seconds does not starve the
+ * delete (each give-back costs a claim, and a revert run may end before it
+ * comes back), and a third of the lease when that is longer. The batch's
+ * heartbeat keeps renewing the lease meanwhile, and every destructive step
+ * after the wait is confirmed against the lease again.
+ */
+export function fenceWaitMs(leaseSeconds: number): number {
+  return Math.max(30_000, (leaseSeconds * 1000) / 3);
+}
+
 /** How long {@link waitForOlderTransactions} waited, or that it gave up. */
 export interface WaitOutcome {
   waitedMs: number;

@@ -21,7 +21,7 @@ import {
   type RevertRow,
 } from '../ledger/state-machine.js';
 import type { LeaseClock } from '../execute/process-batch.js';
-import { waitForOlderTransactions } from '../guard/guard.js';
+import { fenceWaitMs, waitForOlderTransactions } from '../guard/guard.js';
 
 /** What one revert batch did, for the run's totals. */
 export interface RevertTally {
@@ -120,7 +120,7 @@ async function checkTargets(ctx: RevertContext, ids: number[], lease: LeaseClock
   const { ledger } = ctx;
   let left = ids;
   for (let round = 1; left.length > 0 && !lease.lost; round++) {
-    const wait = await withDbRetry(() => waitForOlderTransactions(ledger.db, (lease.leaseSeconds * 1000) / 3));
+    const wait = await withDbRetry(() => waitForOlderTransactions(ledger.db, fenceWaitMs(lease.leaseSeconds)));
     if (!wait.complete) {
       const note = `waiting for transactions older than the revert fence to end (pids ${(wait.blockers ?? []).join(', ')}); retried at the next claim`;
       await withDbRetry(() => releaseFenced(ledger, left, note));
