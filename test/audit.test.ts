@@ -85,7 +85,7 @@ t.test('every query in docs/AUDIT.md answers its question', async (t) => {
   const expectations: Record<string, (t: Test, query: string) => Promise<void>> = {
     progress: async (t, q) => {
       const rows = await run(t, 'progress', q);
-      t.same(rows.map((r) => r.state), ['pending', 'copied', 'db_updated', 'reverting', 'done', 'failed', 'conflict', 'missing', 'superseded', 'archived', 'reverted']);
+      t.same(rows.map((r) => r.state), ['pending', 'copied', 'db_updated', 'deleting', 'reverting', 'done', 'failed', 'conflict', 'missing', 'superseded', 'archived', 'reverted']);
       const keys = Object.fromEntries(rows.map((r) => [r.state, Number(r.keys)]));
       t.match(keys, { pending: 0, done: doneKeys, conflict: 1, missing: 1 });
       t.equal(rows.reduce((n, r) => n + Number(r.percent), 0).toFixed(0), '100', 'percents add up to 100');
@@ -136,7 +136,7 @@ t.test('every query in docs/AUDIT.md answers its question', async (t) => {
     'error-summary': async (t, q) => {
       const rows = await run(t, 'error-summary', q);
       t.match(rows, [
-        { error: /destination exists with different content .*ETag "…" vs "…"/, state: 'conflict', keys: 1 },
+        { error: /destination exists with different content: .*ETag "…".*source .*ETag "…"/, state: 'conflict', keys: 1 },
         { error: 'not found in the source listing', state: 'missing', keys: 1 },
       ]);
     },

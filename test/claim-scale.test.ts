@@ -40,7 +40,8 @@ t.test('a --keep-source claim and the live-rows probe stay O(batch) with 900,000
   const ROWS = 1_000_000;
   const PARKED = 900_000;
   const BATCH = 500;
-  const env = await setupTestEnv(t, { buckets: false });
+  // plan checks that both buckets exist before it touches anything.
+  const env = await setupTestEnv(t);
   const admin = new pg.Client({ connectionString: env.databaseUrl });
   await admin.connect();
   t.teardown(() => admin.end());

@@ -59,9 +59,10 @@ const isDelete = (r: { method: string; url: string }) => r.method === 'POST' && 
 
 t.test('AccessDenied on copy fails fast with one line, no retries', (t) =>
   scenario(t, { errorFor: (r) => (isCopy(r) ? { status: 403, code: 'AccessDenied', message: 'Access Denied.' } : undefined) }, (t, result, ms, stats) => {
-    t.equal(result.code, 1, 'exit 1: the run cannot go on');
+    // A missing privilege is a configuration error (exit 2), named with the grant that fixes it.
+    t.equal(result.code, 2, 'exit 2: the run cannot go on until the grant is fixed');
     t.same(errorLines(result).length, 1, `one error line:\n${result.stderr}`);
-    t.match(errorLines(result)[0], /stopped: copy: AccessDenied \(HTTP 403\).*\(key image\/avatar-\d+\.png\)/);
+    t.match(errorLines(result)[0], /stopped: S3 refused a request \(copy: AccessDenied \(HTTP 403\).*\(key image\/avatar-\d+\.png\)\): grant s3:/);
     t.ok(ms < 20_000, `fast (${ms} ms)`);
     // --pipeline 2 (the default): two batches of 20 were in flight, each key tried once; plus the
     // start-up If-None-Match probe's first scratch PUT (src/copy/probe-conditional.ts), not retried either.
