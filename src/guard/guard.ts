@@ -169,9 +169,11 @@ export async function installGuardTrigger(db: Kysely<any>, config: MigrateConfig
           -- may have lost it too); the copy exists in these states.
           if hit.state in ('deleting', 'done') or (hit.state = 'failed' and hit.failed_state = 'deleting') then
             NEW.${path} := hit.dst_key;
-          else
-            insert into ${late} (ledger_id, row_id) values (hit.id, NEW.${id}::text) on conflict do nothing;
           end if;
+          -- Recorded either way: a row redirected to the copy names the
+          -- target now, and a revert must find it (by id, without an index)
+          -- before it deletes that copy.
+          insert into ${late} (ledger_id, row_id) values (hit.id, NEW.${id}::text) on conflict do nothing;
         else
           insert into ${latePaths} (src_key, row_id) values (k, NEW.${id}::text) on conflict do nothing;
         end if;
@@ -185,7 +187,10 @@ export async function installGuardTrigger(db: Kysely<any>, config: MigrateConfig
         if found then
           if hit.state in ('reverting', 'reverted') then
             NEW.${path} := hit.src_key;
-          elsif hit.state in ('db_updated', 'deleting', 'done') then
+          else
+            -- In any other state the copy may exist (a key still pending
+            -- may have been copied already): a revert deleting it later
+            -- must find this row.
             insert into ${late} (ledger_id, row_id) values (hit.id, NEW.${id}::text) on conflict do nothing;
           end if;
         end if;

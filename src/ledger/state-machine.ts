@@ -922,11 +922,19 @@ export async function ensureRevertIndex(ctx: Pick<LedgerContext, 'db' | 'schema'
 }
 
 /** Leases up to `limit` revertable keys to `ctx.me` (one statement, like `claimBatch`). */
-export async function claimRevert(ctx: LedgerContext, limit: number, leaseSeconds: number, maxFailures: number): Promise<RevertRow[]> {
+export async function claimRevert(
+  ctx: LedgerContext,
+  limit: number,
+  leaseSeconds: number,
+  maxFailures: number,
+  /** Only keys already half-way back (`reverting`): how a run finishes what it started. */
+  onlyReverting = false,
+): Promise<RevertRow[]> {
   const result = await sql<RevertRow>`
     with claimable as (
       select id from ${ledger(ctx)}
       where state in ('db_updated', 'deleting', 'done', 'reverting', 'failed') and ${revertable(maxFailures)}
+        and (${!onlyReverting} or state = 'reverting')
         and (locked_until is null or locked_until < now())
         and (not_before is null or not_before <= now())
       order by id

@@ -170,17 +170,7 @@ export async function revert(config: RevertConfig): Promise<number> {
       let fatal: string | undefined;
 
       try {
-        while (!signal) {
-          const want = config.limit > 0 ? Math.min(config.batchSize, config.limit - claimed) : config.batchSize;
-          if (want <= 0) break;
-          const claimedAt = Date.now();
-          const rows = await withDbRetry(() => claimRevert(ledger, want, config.leaseSeconds, config.maxAttempts));
-          claimed += rows.length;
-          if (rows.length === 0) {
-            if (!(await withDbRetry(() => hasRevertable({ db, schema }, config.maxAttempts)))) break;
-            await sleep(500);
-            continue;
-          }
+        const runBatch = async (rows: Awaited<ReturnType<typeof claimRevert>>, claimedAt: number) => {
           const ids = rows.map((r) => r.id);
           // The lease as this process sees it (see LeaseClock): a renewal that
           // finds a key taken stops the batch's destructive steps.
@@ -206,6 +196,30 @@ export async function revert(config: RevertConfig): Promise<number> {
             lastProgress = Date.now();
             out.info(`revert: ${tally.reverted} keys reverted, ${tally.failed} given up on`);
           }
+        };
+        while (!signal) {
+          const want = config.limit > 0 ? Math.min(config.batchSize, config.limit - claimed) : config.batchSize;
+          if (want <= 0) break;
+          const claimedAt = Date.now();
+          const rows = await withDbRetry(() => claimRevert(ledger, want, config.leaseSeconds, config.maxAttempts));
+          claimed += rows.length;
+          if (rows.length === 0) {
+            if (!(await withDbRetry(() => hasRevertable({ db, schema }, config.maxAttempts)))) break;
+            await sleep(500);
+            continue;
+          }
+          await runBatch(rows, claimedAt);
+        }
+        // A run does not stop with keys half-way back (rows moved back, the
+        // copy not deleted yet) that it can finish: a batch that had to give
+        // its keys back (a long application transaction, a lost lease), or a
+        // `--limit` reached, leaves them `reverting`, and nothing but a
+        // revert finishes them. Passes are bounded; what is left is reported.
+        for (let pass = 0; !signal && pass < 10; pass++) {
+          const claimedAt = Date.now();
+          const rows = await withDbRetry(() => claimRevert(ledger, config.batchSize, config.leaseSeconds, config.maxAttempts, true));
+          if (rows.length === 0) break;
+          await runBatch(rows, claimedAt);
         }
       } catch (err) {
         fatal = err instanceof Error ? err.message : String(err);
@@ -227,6 +241,11 @@ export async function revert(config: RevertConfig): Promise<number> {
         out.error('fix each cause, then run bucket-migrate revert --retry-failed');
       }
 
+      const halfway = states.reverting ?? 0;
+      if (halfway > 0 && !signal && !fatal) {
+        // Not a failure by itself: another revert may hold them right now.
+        out.info(`${halfway} keys are still reverting (rows moved back, the copy not deleted yet): if no other revert is running, run bucket-migrate revert again to finish them`);
+      }
       const { status, exitCode } = runOutcome('revert', { fatal, signal, keysFailed: given.total > 0 });
       await finishRun(db, schema, runId, status, exitCode, { seconds, ...tally, requests: stats.requests, states });
       return exitCode;
