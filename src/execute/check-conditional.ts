@@ -1,7 +1,6 @@
 import type { S3Client } from '@aws-sdk/client-s3';
 import { describeConditionalSupport, probeConditionalWrites, type ConditionalSupport } from '../copy/probe-conditional.js';
 import { UsageError } from '../errors.js';
-import { out } from '../util/output.js';
 import type { ExecuteConfig } from './execute-config.js';
 
 /**
@@ -22,6 +21,13 @@ export async function checkConditionalWrites(s3: S3Client, config: ExecuteConfig
     const answer = support.copy === 'ignored' ? 'ignores If-None-Match on CopyObject' : support.complete === 'ignored' ? 'ignores If-None-Match on CompleteMultipartUpload' : `could not be shown to honour If-None-Match (${support.detail ?? 'no answer'})`;
     throw new UsageError(`--dest-check conditional: the S3 server ${answer} (probed under ${config.migrate.target.prefix}), so existing destinations would be overwritten: use --dest-check list (the default) or head`);
   }
-  out.info(`note: ${describeConditionalSupport(support)}${support.detail ? ` (${support.detail})` : ''}`);
   return support;
+}
+
+/**
+ * The start line saying what the probe found, printed by `execute` once
+ * every check that can refuse the run has passed (a refusal stays one line).
+ */
+export function conditionalNote(support: ConditionalSupport): string {
+  return `note: ${describeConditionalSupport(support)}${support.detail ? ` (${support.detail})` : ''}`;
 }

@@ -12,7 +12,7 @@ import { bindLedgerConfig, ledgerExists } from '../ledger/ledger-config.js';
 import { countStates, finishRun, runOutcome, startRun } from '../ledger/runs.js';
 import { requeueFailed } from '../ledger/state-machine.js';
 import { addLogFields } from '../util/json-log.js';
-import { checkConditionalWrites } from './check-conditional.js';
+import { checkConditionalWrites, conditionalNote } from './check-conditional.js';
 import type { ConditionalSupport } from '../copy/probe-conditional.js';
 import { startMetrics } from './metrics.js';
 import { printRefusedDeletes } from './refused-deletes.js';
@@ -121,6 +121,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     addLogFields({ run_id: runId });
     // After every check that can refuse the run: a usage error stays one line.
     out.info(config.stage === 'keep-source' ? `${describeGuard(guard, config.migrate)}; --keep-source deletes nothing` : describeGuard(guard, config.migrate));
+    if (conditional) out.info(conditionalNote(conditional));
     const pool = new Piscina<WorkerTask, WorkerResult>({
       filename: WORKER.href,
       minThreads: config.threads,
