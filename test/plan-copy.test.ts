@@ -13,7 +13,8 @@ import { setupTestEnv, type TestEnv } from './helpers/services.js';
 const LEDGER = 'bucket_migrate.migration_ledger';
 
 async function withTable(t: Test, paths: Array<string | null>, generated = 0): Promise<TestEnv> {
-  const env = await setupTestEnv(t, { buckets: false });
+  // plan checks that both buckets exist before it touches anything.
+  const env = await setupTestEnv(t);
   await query(env.databaseUrl, 'create table avatars (id serial primary key, path varchar)');
   if (paths.length > 0) await query(env.databaseUrl, 'insert into avatars (path) select unnest($1::varchar[])', [paths]);
   if (generated > 0) {

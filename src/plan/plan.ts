@@ -79,10 +79,12 @@ export async function plan(config: MigrateConfig, options: PlanOptions): Promise
       // the snapshot taken after it misses nothing.
       await installGuardTrigger(db, config);
       const guard = await guardStatus(db, config, tableInfo.hasPathIndex);
-      if (!options.json) out.info(describePlannedGuard(guard, config));
       const snapshotAt = await snapshotClock(db);
       runId = await startRun(db, schema, options.inventory ? 'plan --inventory' : options.list ? 'plan --list' : 'plan', describeConfig(config));
-      return await planInto(db, s3, url, config, options, runId, tableInfo.pathLimit, { guard, snapshotAt }, manifest);
+      const result = await planInto(db, s3, url, config, options, runId, tableInfo.pathLimit, { guard, snapshotAt }, manifest);
+      // After the snapshot: a plan that fails says so in one line.
+      if (!options.json) out.info(describePlannedGuard(guard, config));
+      return result;
     } catch (err) {
       // A ledger this command created is removed again; an existing one keeps what it had and the run is closed.
       if (!before.ledger) await discardNewLedger(db, schema, before).catch(() => undefined);
