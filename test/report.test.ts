@@ -28,7 +28,7 @@ const TOP_LEVEL = [
   'throughput',
   'version',
 ];
-const STATES = ['pending', 'copied', 'db_updated', 'reverting', 'done', 'failed', 'conflict', 'missing', 'superseded', 'archived', 'reverted'];
+const STATES = ['pending', 'copied', 'db_updated', 'deleting', 'reverting', 'done', 'failed', 'conflict', 'missing', 'superseded', 'archived', 'reverted'];
 
 interface Report {
   version: number;
@@ -83,7 +83,7 @@ function consistent(t: Test, report: Report, planned: number): void {
   t.same(Object.keys(report.states), STATES, 'one count per state, every state present');
   t.equal(sum(Object.values(report.states)), planned, 'state counts add up to planned');
   t.equal(report.progress.settled + report.progress.remaining, planned);
-  t.equal(report.progress.remaining, report.states.pending! + report.states.copied! + report.states.db_updated! + report.states.reverting!);
+  t.equal(report.progress.remaining, report.states.pending! + report.states.copied! + report.states.db_updated! + report.states.deleting! + report.states.reverting!);
   t.equal(sum(report.attempts.map((a) => a.keys)), planned, 'the attempts distribution covers every key');
   t.equal(report.throughput.lastHour.length, 60, 'one entry per minute of the last hour');
   t.equal(sum(report.leases.owners.map((o) => o.keys)), report.leases.held + report.leases.expired, 'lease owners account for every lease');
@@ -169,7 +169,7 @@ t.test('report before, during, after a SIGKILL of, and after a run', async (t) =
     t.equal(resumed.code, 1, 'exit 1: a key failed and one is in conflict');
     const report = await reportJson(env);
     consistent(t, report, planned);
-    t.same(report.states, { pending: 0, copied: 0, db_updated: 0, reverting: 0, done: 210, failed: 1, conflict: 1, missing: 1, superseded: 1, archived: 0, reverted: 0 });
+    t.same(report.states, { pending: 0, copied: 0, db_updated: 0, deleting: 0, reverting: 0, done: 210, failed: 1, conflict: 1, missing: 1, superseded: 1, archived: 0, reverted: 0 });
     t.same(report.progress, { settled: planned, remaining: 0, percentSettled: 100, percentDone: Number(((210 / planned) * 100).toFixed(2)) });
     t.equal(report.throughput.etaSeconds, 0, 'nothing left');
     t.equal(report.throughput.settled, 212, 'settled by execute: all but the two keys plan settled');

@@ -9,7 +9,7 @@
  */
 import t from 'tap';
 import { runCli } from './helpers/cli.js';
-import { query } from './helpers/db.js';
+import { query, queryPastGuard } from './helpers/db.js';
 import { putObject, setupTestEnv } from './helpers/services.js';
 
 interface Finding {
@@ -38,7 +38,7 @@ t.test('rows naming missing objects are named as broken, in every spelling', asy
   const src = env.sourceBucket;
   const dst = env.targetBucket;
   const insert = async (path: string) =>
-    (await query<{ id: string }>(env.databaseUrl, 'insert into avatars (path) values ($1) returning id::text', [path]))[0]!.id;
+    (await queryPastGuard<{ id: string }>(env.databaseUrl, 'insert into avatars (path) values ($1) returning id::text', [path]))[0]!.id;
   // Target rows: two spellings of existing objects (fine), two of missing ones (broken).
   await insert('/avatar/avatar-1.png');
   await insert(`https://s3.example.test/${dst}/avatar/avatar-2.png`);

@@ -9,6 +9,7 @@ import pg from 'pg';
 import t from 'tap';
 import { runCli, spawnCli, type CliResult } from './helpers/cli.js';
 import { getBytes, putObject, setupTestEnv, type TestEnv } from './helpers/services.js';
+import { queryPastGuard } from './helpers/db.js';
 
 interface Check {
   name: string;
@@ -105,7 +106,7 @@ t.test('validate on a migrated fixture', async (t) => {
 
   await t.test('fails when a row is set back to a legacy path', async (t) => {
     const legacy = firstPath.replace(/^avatar\//, 'image/');
-    await query(env.databaseUrl, 'update avatars set path = $1 where id = $2', [legacy, firstId]);
+    await queryPastGuard(env.databaseUrl, 'update avatars set path = $1 where id = $2', [legacy, firstId]);
     const run = await cli(env, ['validate']);
     t.equal(run.code, 1, 'exit 1');
     t.match(run.stdout, `row ${firstId} names s3://${env.sourceBucket}/${legacy}, which does not exist (ledger: key done)`, 'broken, not unfinished: the source is gone');

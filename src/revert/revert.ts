@@ -102,7 +102,6 @@ export async function revert(config: RevertConfig): Promise<number> {
     const guard: GuardMode = deletesTargets
       ? chooseGuard(guarding, config.migrate, 'revert', config.deleteUnguarded === true)
       : guarding.triggerCovered ? 'trigger' : guarding.hasPathIndex ? 'index' : 'none';
-    out.info(describeGuard(guard, config.migrate));
     // Before the run is recorded: a port in use must not leave a run 'running'.
     let keys: () => Record<string, number> = () => ({});
     if (config.metricsPort !== undefined) {
@@ -123,6 +122,8 @@ export async function revert(config: RevertConfig): Promise<number> {
       config.processId,
     );
     metrics?.setRunId(runId);
+    // After every check that can refuse the run: a refusal stays one line.
+    out.info(describeGuard(guard, config.migrate));
     addLogFields({ run_id: runId });
     const tally: RevertTally = { rowsOnly: 0, copiedBack: 0, reverted: 0, failed: 0, rowsMovedBackLate: 0, repaired: 0 };
     keys = () => ({ reverted: tally.reverted, copiedBack: tally.copiedBack, rowsOnly: tally.rowsOnly, revertFailed: tally.failed });
