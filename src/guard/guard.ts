@@ -250,18 +250,23 @@ export async function installGuardTrigger(db: Kysely<any>, config: MigrateConfig
   return true;
 }
 
-/** The time a snapshot starts, taken after the trigger's install committed. */
-export async function snapshotClock(db: Kysely<any>): Promise<Date> {
-  const result = await sql<{ at: Date }>`select clock_timestamp() as at`.execute(db);
+/**
+ * The time a snapshot starts, taken after the trigger's install committed.
+ * Kept as Postgres's own text (microseconds): a JavaScript Date holds
+ * milliseconds, and a snapshot started in the same millisecond as the
+ * install would then read as older than it, refusing a correct plan.
+ */
+export async function snapshotClock(db: Kysely<any>): Promise<string> {
+  const result = await sql<{ at: string }>`select clock_timestamp()::text as at`.execute(db);
   return result.rows[0]!.at;
 }
 
 /** Records that a snapshot started at `at` covers the trigger, if it was installed before. */
-export async function recordGuardSnapshot(db: Kysely<any>, schema: string, at: Date): Promise<void> {
+export async function recordGuardSnapshot(db: Kysely<any>, schema: string, at: string): Promise<void> {
   await sql`
     update ${sql.id(schema, 'ledger_config')}
-    set guard_snapshot_at = ${at}
-    where guard_installed_at is not null and guard_installed_at <= ${at}
+    set guard_snapshot_at = ${at}::timestamptz
+    where guard_installed_at is not null and guard_installed_at <= ${at}::timestamptz
   `.execute(db);
 }
 
