@@ -133,7 +133,9 @@ function probeUserMetadata(client: S3Client, bucket: string, key: string): Promi
     await putObject(client, bucket, key, OLD, { Metadata: metadata });
     await client.send(new CopyObjectCommand({ Bucket: bucket, Key: `${key}.copy`, CopySource: `${bucket}/${key}` }));
     const copy = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: `${key}.copy` }));
-    return JSON.stringify(copy.Metadata ?? {}) === JSON.stringify(metadata);
+    // Compared as sorted entries: versitygw returns metadata from extended attributes in no fixed order.
+    const entries = (m: Record<string, string>) => JSON.stringify(Object.entries(m).sort(([a], [b]) => (a < b ? -1 : 1)));
+    return entries(copy.Metadata ?? {}) === entries(metadata);
   });
 }
 
