@@ -33,6 +33,7 @@ import { ledgerStates, query } from './helpers/db.js';
 import { getServices, listKeys, objectExists, setupTestEnv, type TestEnv } from './helpers/services.js';
 import { startFaultProxy } from './support/fault-proxy.js';
 import { startInvariantObserver } from './support/invariant-observer.js';
+import { brokenRows, startWriter } from './support/application.js';
 import { createDatabase } from '../src/db/database.js';
 import { claimRevert, revertRows, type LedgerContext } from '../src/ledger/state-machine.js';
 
@@ -45,51 +46,6 @@ function observe(t: Test, env: TestEnv, reverse = false) {
       ? { sourceBucket: env.targetBucket, sourcePrefix: 'avatar/', targetBucket: env.sourceBucket, targetPrefix: 'image/' }
       : { sourceBucket: env.sourceBucket, targetBucket: env.targetBucket }),
   });
-}
-
-/** Every row under either prefix names an existing object (checked once, now). */
-async function brokenRows(env: TestEnv): Promise<string[]> {
-  const rows = await query<{ id: number; path: string }>(env.databaseUrl, `select id, path from avatars where path like 'image/%' or path like 'avatar/%'`);
-  const source = new Set(await listKeys(env.s3client, env.sourceBucket, 'image/'));
-  const target = new Set(await listKeys(env.s3client, env.targetBucket, 'avatar/'));
-  return rows.filter((r) => !(r.path.startsWith('image/') ? source : target).has(r.path)).map((r) => `${r.id}:${r.path}`);
-}
-
-/**
- * The application: short transactions that insert rows naming `prefix`
- * keys and update random rows to name them, until stopped. Its own
- * connection, without the tool's session setting.
- */
-function startWriter(url: string, keys: number, prefix: string, seed: number) {
-  let stopped = false;
-  let writes = 0;
-  let state = seed;
-  const random = (n: number) => {
-    state = (state * 1103515245 + 12345) % 2 ** 31;
-    return state % n;
-  };
-  const client = new pg.Client({ connectionString: url, application_name: 'application' });
-  client.on('error', () => undefined);
-  const done = (async () => {
-    await client.connect();
-    while (!stopped) {
-      const key = `${prefix}avatar-${1 + random(keys)}.png`;
-      if (random(2) === 0) await client.query('insert into avatars (path) values ($1)', [key]);
-      else await client.query('update avatars set path = $1 where id = (select id from avatars order by random() limit 1)', [key]);
-      writes += 1;
-      await sleep(2);
-    }
-    await client.end();
-  })();
-  return {
-    get writes() {
-      return writes;
-    },
-    async stop() {
-      stopped = true;
-      await done;
-    },
-  };
 }
 
 t.test('finding 1: a staged run while the application writes image/ paths, no path index: the trigger guard, no broken row', async (t) => {
