@@ -18,12 +18,20 @@ function storageClassOption(value: string): string {
 }
 
 /** `--keep-source` and `--delete-only` are the two halves of a staged run: one at a time. */
-function stageFrom(options: { keepSource?: boolean; deleteOnly?: boolean; dryRun?: unknown }): ExecuteStage {
+function stageFrom(options: { keepSource?: boolean; deleteOnly?: boolean; dryRun?: unknown; finishSuperseded?: boolean }): ExecuteStage {
+  checkFinishSuperseded(options);
   if (options.keepSource && options.deleteOnly) throw new UsageError('--keep-source and --delete-only are two separate runs: pass one of them');
   const stage: ExecuteStage = options.keepSource ? 'keep-source' : options.deleteOnly ? 'delete-only' : 'full';
   // The dry run describes the full move; a narrower preview would mislead.
   if (stage !== 'full' && options.dryRun !== undefined) throw new UsageError(`--dry-run does not combine with --${stage}`);
   return stage;
+}
+
+/** `--finish-superseded` deletes sources: not in a run that deletes nothing. */
+function checkFinishSuperseded(options: { finishSuperseded?: boolean; keepSource?: boolean; dryRun?: unknown }): void {
+  if (!options.finishSuperseded) return;
+  if (options.keepSource) throw new UsageError('--finish-superseded deletes sources, which --keep-source never does: run it with --delete-only or alone');
+  if (options.dryRun !== undefined) throw new UsageError('--dry-run does not combine with --finish-superseded: see the superseded keys with bucket-migrate report');
 }
 
 export function executeCommand(): Command {
@@ -63,6 +71,11 @@ export function executeCommand(): Command {
       .option('--delete-unguarded', 'delete sources even without a guard (no trigger, no index on the path column): rows the application writes during the run may then name deleted objects', false)
       .option('--dry-run [n]', 'print the next n actions (default 20) and what would be refused; claims and changes nothing', intOption('--dry-run', 1, 100_000))
       .option('--retry-failed', 're-queue failed and archived (since restored) keys before starting', false)
+      .option(
+        '--finish-superseded',
+        'delete the sources of superseded keys (copied, but no row named them at the commit), each once its copy is checked and no row names it; the copies stay',
+        false,
+      )
       .option('--progress-interval <s>', 'seconds between progress lines when not on a terminal', intOption('--progress-interval', 1, 3600), 10)
       .option('--quiet', 'no progress output', false)
       .option('--metrics-port <port>', 'serve Prometheus metrics on http://<metrics-host>:<port>/metrics while the run lasts (0: any free port)', intOption('--metrics-port', 0, 65_535))
@@ -70,7 +83,7 @@ export function executeCommand(): Command {
       .option('--metrics-host <address>', 'address the metrics server listens on (0.0.0.0: every interface)', '127.0.0.1')
       .addHelpText(
         'after',
-        '\nExit codes: 0 all keys settled (done, missing or superseded); 1 a key failed or is in conflict; 2 usage or\nconfiguration error, or a revert is running on this ledger; 130/143 interrupted (run again to resume).\n\nExamples:\n  bucket-migrate execute --threads 4\n  bucket-migrate execute --limit 1000 --threads 1   # a canary\n  bucket-migrate execute --dry-run 50\n  bucket-migrate execute --keep-source        # staged cutover: sources stay\n  bucket-migrate execute --delete-only        # later: delete the moved sources\n  bucket-migrate execute --metrics-port 9464   # Prometheus scrapes /metrics',
+        '\nExit codes: 0 all keys settled (done, missing or superseded); 1 a key failed or is in conflict; 2 usage or\nconfiguration error, or a revert is running on this ledger; 130/143 interrupted (run again to resume).\n\nExamples:\n  bucket-migrate execute --threads 4\n  bucket-migrate execute --limit 1000 --threads 1   # a canary\n  bucket-migrate execute --dry-run 50\n  bucket-migrate execute --keep-source        # staged cutover: sources stay\n  bucket-migrate execute --delete-only        # later: delete the moved sources\n  bucket-migrate execute --finish-superseded  # delete the sources no row needed\n  bucket-migrate execute --metrics-port 9464   # Prometheus scrapes /metrics',
       ),
   ).action(async (options, command: Command) => {
     const processId = `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
@@ -104,6 +117,7 @@ export function executeCommand(): Command {
       },
       {
         retryFailed: options.retryFailed,
+        finishSuperseded: options.finishSuperseded,
         metricsPort: options.metricsPort,
         metricsHost: options.metricsHost,
         dryRun: options.dryRun === true ? 20 : options.dryRun,

@@ -10,7 +10,7 @@ import { chooseGuard, describeGuard, guardStatus, type GuardMode } from '../guar
 import { releaseLeasesOfGoneRuns, watchGoneRuns } from '../ledger/gone-runs.js';
 import { bindLedgerConfig, ledgerExists } from '../ledger/ledger-config.js';
 import { countStates, finishRun, runOutcome, startRun } from '../ledger/runs.js';
-import { requeueFailed } from '../ledger/state-machine.js';
+import { finishSuperseded, requeueFailed } from '../ledger/state-machine.js';
 import { addLogFields } from '../util/json-log.js';
 import { checkConditionalWrites, conditionalNote } from './check-conditional.js';
 import type { ConditionalSupport } from '../copy/probe-conditional.js';
@@ -33,6 +33,8 @@ import type { WorkerResult, WorkerTask } from './worker-loop.js';
 /** Options of one `execute` run beyond the shared configuration. */
 export interface ExecuteRunOptions {
   retryFailed: boolean;
+  /** Put superseded keys back in db_updated before starting (`--finish-superseded`), so their sources are deleted under the guard. */
+  finishSuperseded?: boolean;
   /** Print the next N actions instead of running (0: run). */
   dryRun?: number;
   progress: ProgressOptions;
@@ -116,6 +118,10 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     });
     metrics?.setRunId(runId);
     if (options.retryFailed) out.info(`re-queued ${await withDbRetry(() => requeueFailed({ db, schema }))} failed or archived keys`);
+    if (options.finishSuperseded) {
+      const finishing = await withDbRetry(() => finishSuperseded({ db, schema }));
+      out.info(`finishing ${finishing} superseded keys: each source is deleted once its copy is checked and no row names it (rows naming it by then move onto the copy)`);
+    }
     // Leases of a process killed on this host are released now, not waited out.
     await withDbRetry(() => releaseLeasesOfGoneRuns(db, schema));
     addLogFields({ run_id: runId });

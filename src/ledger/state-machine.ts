@@ -11,6 +11,7 @@
  *      │                 │ │      refuseDelete (db_updated|deleting: a spelled row) ─▶ failed
  *      │                 │ └───────── re-plan: a new row names it ───────────────────────┘ (and superseded)
  *      ├─▶ conflict      └─▶ superseded   (no row points at the key any more)
+ *      │                        └──execute --finish-superseded──▶ db_updated (then fenced, checked, deleted)
  *      ├─▶ missing       (copy, or plan --list: not in the listing)
  *      ├─▶ archived      (the source must be restored from an archive class first)
  *      └─▶ failed        (from any live state, after --max-attempts failures;
@@ -26,6 +27,7 @@
  *   new -> failed           insertPlannedKeys, bulkLoadQuery, recordListedPage
  *   done -> copied          insertPlannedKeys
  *   superseded -> copied    insertPlannedKeys
+ *   superseded -> db_updated finishSuperseded
  *   pending -> copied       markCopied
  *   pending -> conflict     markUnmovable
  *   pending -> missing      markUnmovable, markUnlistedMissing
@@ -146,6 +148,7 @@ export const TRANSITIONS = {
   requeueNamed: [['deleting', 'copied']],
   markDone: [['deleting', 'done']],
   recordFailures: [['pending', 'failed'], ['copied', 'failed'], ['db_updated', 'failed'], ['deleting', 'failed']],
+  finishSuperseded: [['superseded', 'db_updated']],
   requeueFailed: [
     ['failed', 'pending'], ['failed', 'copied'], ['failed', 'db_updated'], ['failed', 'deleting'], ['failed', 'done'], ['failed', 'reverting'],
     ['archived', 'pending'],
@@ -670,6 +673,28 @@ export async function requeueFailed(ctx: Pick<LedgerContext, 'db' | 'schema'>): 
     set state = coalesce(failed_state, 'pending'), failed_state = null, failures = 0,
         not_before = null, locked_by = null, locked_until = null, updated_at = now()
     where state in ('failed', 'archived')
+  `.execute(ctx.db);
+  return Number(result.numAffectedRows ?? 0);
+}
+
+/**
+ * superseded → db_updated (`execute --finish-superseded`): a key whose rows
+ * all went elsewhere before its commit keeps its source and its copy. Put
+ * back in `db_updated`, it takes the path of a key committed by an earlier
+ * run: the next claim HEADs its target and refuses the delete unless it is
+ * still the copy made (`verifyTargets`), fences it, waits out older
+ * transactions, moves any row that names the source by then onto the copy
+ * (`findNamingRows`, `requeueNamed`), and only then deletes the source. The
+ * source is what goes, not the copy: the migration's end state is an empty
+ * source prefix, and deleting a source is what the delete guard protects
+ * (no guard watches rows that name the target prefix for execute).
+ * Unleased keys only; one statement.
+ */
+export async function finishSuperseded(ctx: Pick<LedgerContext, 'db' | 'schema'>): Promise<number> {
+  const result = await sql`
+    update ${ledger(ctx)}
+    set state = 'db_updated', failures = 0, not_before = null, locked_by = null, locked_until = null, updated_at = now()
+    where state = 'superseded'
   `.execute(ctx.db);
   return Number(result.numAffectedRows ?? 0);
 }

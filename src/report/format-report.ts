@@ -15,6 +15,11 @@ function ago(isoTime: string, now: string): string {
   return `${formatDuration(Math.max(0, (Date.parse(now) - Date.parse(isoTime)) / 1000))} ago`;
 }
 
+/** What an operator can do about the keys listed in a state, said once beside its heading. */
+const STATE_HINTS: Partial<Record<(typeof LISTED_STATES)[number], string>> = {
+  superseded: ' (copied, source kept: no row named the key at its commit; execute --finish-superseded deletes the sources no row names)',
+};
+
 /**
  * The report as text for a terminal: the figures first, then the lists. The
  * JSON form carries the same data and is what scripts should read.
@@ -58,7 +63,7 @@ export function formatReport(report: Report): string[] {
   for (const state of LISTED_STATES) {
     const { count, keys } = report.exceptions[state];
     if (count === 0) continue;
-    lines.push('', `${state} (${count}${count > keys.length ? `, first ${keys.length}` : ''}):`);
+    lines.push('', `${state} (${count}${count > keys.length ? `, first ${keys.length}` : ''})${STATE_HINTS[state] ?? ''}:`);
     for (const k of keys) {
       const detail = [
         `rows ${k.rowIds.join(',') || '-'}`,

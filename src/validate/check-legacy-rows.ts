@@ -113,6 +113,6 @@ function reasonFor(state: string | null, error: string | null): string {
   if (state === null) return 'row points at a legacy key the ledger does not know (not planned): run plan, then execute';
   if ((EXCEPTION_STATES as readonly string[]).includes(state)) return `known exception: key is ${state}${error ? ` (${error})` : ''}`;
   if (state === 'done') return 'row points at a legacy key the ledger says is done: the row was set back after the move';
-  if (state === 'superseded') return 'row points at a legacy key the ledger says no row pointed at any more (superseded): re-run plan';
+  if (state === 'superseded') return 'row points at a legacy key the ledger says no row pointed at any more (superseded): re-run plan, then execute --finish-superseded';
   return `key is still ${state}: the migration has not finished`;
 }
