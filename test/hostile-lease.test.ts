@@ -20,7 +20,7 @@ import {
   type LedgerContext,
 } from '../src/ledger/state-machine.js';
 import { runCli, spawnCli } from './helpers/cli.js';
-import { setupTestEnv } from './helpers/services.js';
+import { getBytes, putObject, setupTestEnv } from './helpers/services.js';
 import { assertMigrated, captureBaseline, ledgerStates, query } from './support/end-state.js';
 import { startFaultProxy } from './support/fault-proxy.js';
 import { startInvariantObserver } from './support/invariant-observer.js';
@@ -134,4 +134,57 @@ t.test('two processes; one frozen past its lease, taken over mid-batch, then tha
   await observer.stop();
   t.same(observer.violations, [], `no row ever named a missing object (${observer.checks} checks)`);
   await assertMigrated(t, env, baseline);
+});
+
+t.test('an --overwrite worker frozen past its lease does not overwrite what was put at the destination since', async (t) => {
+  const env = await setupTestEnv(t);
+  t.equal((await runCli(['seed', '--count', '120', '--quiet'], { env: env.env })).code, 0);
+  t.equal((await runCli(['plan'], { env: env.env })).code, 0);
+  // Slow requests, so the frozen process still has copies queued when it stops.
+  const proxy = await startFaultProxy(env.s3.endpoint, { latencyMs: 80 });
+  t.teardown(() => proxy.close());
+  const cliEnv = { ...env.env, S3_ENDPOINT: proxy.endpoint };
+  const common = ['--lease-seconds', '2', '--backoff-seconds', '0', '--concurrency', '2', '--keep-source', '--quiet'];
+
+  const loser = spawnCli(['execute', '--overwrite', '--threads', '1', '--pipeline', '1', '--batch-size', '40', ...common], { env: cliEnv, timeoutMs: 120_000 });
+  const pid = loser.child.pid!;
+  t.teardown(() => void loser.child.kill('SIGCONT'));
+  let held: Array<{ id: number; dst_key: string }> = [];
+  const deadline = Date.now() + 30_000;
+  while (held.length === 0 && Date.now() < deadline) {
+    held = await query<{ id: number; dst_key: string }>(
+      env.databaseUrl,
+      `select id, dst_key from bucket_migrate.migration_ledger where locked_by like $1 and state = 'pending'`,
+      [`%:${pid}:%`],
+    );
+    if (held.length === 0) await sleep(10);
+  }
+  t.ok(held.length > 0, `the --overwrite process holds ${held.length} pending keys`);
+  process.kill(pid, 'SIGSTOP');
+
+  // Its leases lapse; a second process copies and commits those keys
+  // (sources kept), then the application uploads new avatars over them.
+  await sleep(2_500);
+  const winner = await runCli(['execute', '--threads', '2', '--batch-size', '20', ...common], { env: cliEnv, timeoutMs: 120_000 });
+  t.equal(winner.code, 0, winner.stderr);
+  const states = await query<{ state: string; n: number }>(
+    env.databaseUrl,
+    `select state, count(*)::int as n from bucket_migrate.migration_ledger where id = any($1::bigint[]) group by state`,
+    [held.map((h) => h.id)],
+  );
+  t.same(states, [{ state: 'db_updated', n: held.length }], 'the second process committed every key of the frozen batch');
+  const uploaded = (key: string) => Buffer.from(`the application's new avatar at ${key}`);
+  for (const { dst_key } of held) await putObject(env.s3client, env.targetBucket, dst_key, uploaded(dst_key));
+
+  // Thawed, the first process finds its lease gone: none of its queued
+  // overwriting copies may leave.
+  process.kill(pid, 'SIGCONT');
+  const loserResult = await loser.result;
+  t.equal(loserResult.code, 0, `the thawed process ends cleanly\n${loserResult.stderr}`);
+  const clobbered: string[] = [];
+  for (const { dst_key } of held) {
+    const bytes = await getBytes(env.s3client, env.targetBucket, dst_key);
+    if (!bytes?.equals(uploaded(dst_key))) clobbered.push(dst_key);
+  }
+  t.same(clobbered, [], `no destination the application wrote after the takeover was overwritten (${held.length} checked)`);
 });

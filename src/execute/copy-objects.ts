@@ -20,6 +20,7 @@ import { factsOf, judgeCopy, verifyCopy } from '../copy/same-object.js';
 import { sendWithRetry, type RequestStats } from '../s3/retry.js';
 import { listDestinations, type DestinationListing } from './dest-listing.js';
 import type { ExecuteConfig } from './execute-config.js';
+import { LeaseTooShort, type LeaseClock } from './lease-fence.js';
 import { recordBytesCopied } from './telemetry.js';
 
 /** What happened to one pending key's copy. */
@@ -28,7 +29,9 @@ export type CopyOutcome =
   | { kind: 'conflict' | 'missing' | 'archived'; id: number; reason: string }
   /** `terminal`: retrying cannot help (verification failed, SSE-C source): failed at once. */
   | { kind: 'failed'; id: number; error: string; terminal?: boolean }
-  | { kind: 'fatal'; id: number; error: string };
+  | { kind: 'fatal'; id: number; error: string }
+  /** An overwriting copy not sent: the lease was lost or left no room (src/execute/lease-fence.ts); the key is given back as it is. */
+  | { kind: 'unfenced'; id: number };
 
 /** The S3 side of a worker: its client, limiter and counters. */
 export interface CopyContext {
@@ -41,11 +44,13 @@ export interface CopyContext {
 /**
  * Copies every pending row of a batch, concurrently within the limiter. With
  * `--dest-check list`, one listing of the batch's key range first tells
- * which destinations exist (see `listDestinations`).
+ * which destinations exist (see `listDestinations`). Under `--overwrite` a
+ * copy may replace what is at its destination, so, like a delete, it is
+ * sent only within `lease` (see {@link copyObject}).
  */
-export async function copyObjects(ctx: CopyContext, rows: LedgerRow[]): Promise<CopyOutcome[]> {
+export async function copyObjects(ctx: CopyContext, rows: LedgerRow[], lease?: Pick<LeaseClock, 'destructiveSignal'>): Promise<CopyOutcome[]> {
   const listing = ctx.config.destCheck === 'list' && !ctx.config.overwrite ? await listDestinations(ctx, rows) : undefined;
-  return Promise.all(rows.map((row) => copyObject(ctx, row, listing)));
+  return Promise.all(rows.map((row) => copyObject(ctx, row, listing, lease)));
 }
 
 function isNotFound(err: unknown): boolean {
@@ -79,9 +84,16 @@ async function head(ctx: CopyContext, bucket: string, key: string): Promise<Head
  * (multipart, SSE-KMS, a source already deleted). Tags, storage class and
  * encryption are kept as well; a copy that fails verification, or a source
  * that cannot be copied (SSE-C), is `failed` at once and its source is kept.
+ *
+ * With `--overwrite` and a `lease`, the request that replaces the
+ * destination (CopyObject, or CompleteMultipartUpload) leaves only within
+ * the lease and carries its abort timeout (src/execute/lease-fence.ts): a
+ * worker that wakes past its lease does not overwrite what another worker,
+ * or the application, has put there since; the key comes back `unfenced`.
  */
-export async function copyObject(ctx: CopyContext, row: LedgerRow, listing?: DestinationListing): Promise<CopyOutcome> {
+export async function copyObject(ctx: CopyContext, row: LedgerRow, listing?: DestinationListing, lease?: Pick<LeaseClock, 'destructiveSignal'>): Promise<CopyOutcome> {
   const { config } = ctx;
+  const fenced = config.overwrite && lease ? () => lease.destructiveSignal() : () => undefined;
   const src = { bucket: config.migrate.source.bucket, key: row.src_key };
   const dst = { bucket: config.migrate.target.bucket, key: row.dst_key };
   try {
@@ -115,6 +127,7 @@ export async function copyObject(ctx: CopyContext, row: LedgerRow, listing?: Des
         partSize: config.partSize,
         metadata,
         overwrite: config.overwrite,
+        completeSignal: fenced,
         attributes: { ...encryption, StorageClass: storageClass, Tagging: tagging },
       });
       recordBytesCopied(size);
@@ -148,6 +161,7 @@ export async function copyObject(ctx: CopyContext, row: LedgerRow, listing?: Des
           StorageClass: storageClass,
           ...encryption,
         }),
+        { abortSignal: fenced() },
       ),
     );
     recordBytesCopied(size);
@@ -160,6 +174,7 @@ export async function copyObject(ctx: CopyContext, row: LedgerRow, listing?: Des
     if (!encryptionMatches(encryption, copied)) return verificationFailed(row, encryptionMismatch(encryption, copied));
     return { kind: 'copied', id: row.id, etag: copied.CopyObjectResult?.ETag ?? null };
   } catch (err) {
+    if (err instanceof LeaseTooShort) return { kind: 'unfenced', id: row.id };
     if (err instanceof SseCRefusal || isSseCError(err, false)) return { kind: 'failed', id: row.id, error: SSE_C_REASON, terminal: true };
     // A 403 is otherwise fatal, but this one is about the object only.
     if (s3ErrorCode(err) === 'InvalidObjectState') {

@@ -24,6 +24,7 @@ import { commitIsolated } from './commit-isolated.js';
 import { copyObjects, type CopyContext } from './copy-objects.js';
 import { bump } from './counters.js';
 import { deleteSources } from './delete-sources.js';
+import { LeaseClock } from './lease-fence.js';
 import { verifyTargets } from './verify-targets.js';
 import { fenceWaitMs, waitForOlderTransactions } from '../guard/guard.js';
 
@@ -58,24 +59,25 @@ export async function processBatch(ctx: BatchContext, rows: LedgerRow[], claimed
 
   // A long batch (big multipart copies, a slow server) must not lose its
   // lease to another worker halfway: renew it while we work. The lease's
-  // deadline is also kept here, counted from when each claim or renewal was
-  // sent; a renewal that finds a key leased to another worker marks the
-  // lease lost, and the batch does no destructive step after that.
+  // deadline is also kept here (src/execute/lease-fence.ts), counted from
+  // when each claim or renewal was sent: a renewal that finds a key leased
+  // to another worker marks the lease lost, one that renews fewer keys than
+  // the batch holds leaves the deadline where it was, and no destructive
+  // step is sent past it.
   const lease = new LeaseClock(claimedAt, leaseSeconds);
   const heartbeat = setInterval(() => {
     const sentAt = Date.now();
-    void withDbRetry(() => renewBatchLeases(ledger, [...byId.keys()].filter((id) => !lease.released.has(id)), leaseSeconds))
-      .then((renewed) => {
-        if (renewed.lost > 0) lease.lost = true;
-        else lease.renewedAt(sentAt);
-      })
+    const held = [...byId.keys()].filter((id) => !lease.released.has(id));
+    void withDbRetry(() => renewBatchLeases(ledger, held, leaseSeconds))
+      .then((renewed) => lease.heartbeat(sentAt, held.length, renewed))
       .catch(() => undefined);
   }, Math.max(1_000, (leaseSeconds * 1000) / 3));
   heartbeat.unref();
   try {
     // 1. pending → copied | conflict | missing
-    const pending = rows.filter((r) => r.state === 'pending');
-    const outcomes = await copyObjects(ctx.s3, pending);
+    const pending = await overwritable(ctx, rows.filter((r) => r.state === 'pending'), lease);
+    const outcomes = await copyObjects(ctx.s3, pending, lease);
+    await withDbRetry(() => releaseLeases(ledger, lease.release(outcomes.flatMap((o) => (o.kind === 'unfenced' ? [o.id] : [])))));
     const fatal = outcomes.find((o) => o.kind === 'fatal');
     const copied = outcomes.flatMap((o) => (o.kind === 'copied' ? [{ id: o.id, dstEtag: o.etag }] : []));
     const copiedIds = await withDbRetry(() => markCopied(ledger, copied));
@@ -121,7 +123,7 @@ export async function processBatch(ctx: BatchContext, rows: LedgerRow[], claimed
     const confirmed = new Set(await withDbRetry(() => confirmLeases(ledger, cleared, 'deleting', leaseSeconds, lease.marginSeconds)));
     lease.renewedAt(sentAt);
     const toDelete = cleared.filter((id) => confirmed.has(id)).map((id) => byId.get(id)!);
-    const deleted = await deleteSources(ctx.s3, toDelete, { deadline: () => lease.deadline - lease.marginSeconds * 1000, lost: () => lease.lost });
+    const deleted = await deleteSources(ctx.s3, toDelete, lease);
     const done = await withDbRetry(() => markDone(ledger, deleted.deleted));
     bump(counters, 'done', done.length);
     if (ledger.guard === 'index' && done.length > 0) {
@@ -139,29 +141,21 @@ export async function processBatch(ctx: BatchContext, rows: LedgerRow[], claimed
 }
 
 /**
- * A batch's lease as the worker sees it: the deadline counted from when the
- * last claim or renewal was SENT (the server's clock may have started it
- * later, never earlier), and whether a renewal found a key taken.
+ * The pending keys this batch may copy. Under `--overwrite` a copy may
+ * replace what is at its destination, which is destructive: as for a
+ * delete, only keys that one statement has just confirmed still pending,
+ * leased to this worker and with lease to spare are copied; the rest are
+ * given back. Without `--overwrite` a copy never replaces a different
+ * object (the destination is checked first), so there is nothing to fence.
  */
-export class LeaseClock {
-  deadline: number;
-  lost = false;
-  /** Lease time a destructive step must have to spare: a tenth of the lease, 0.2 s to 10 s. */
-  readonly marginSeconds: number;
-  constructor(sentAt: number, readonly leaseSeconds: number) {
-    this.deadline = sentAt + leaseSeconds * 1000;
-    this.marginSeconds = Math.min(10, Math.max(0.2, leaseSeconds / 10));
-  }
-  /** Keys this batch gave back (released, failed, refused): not renewed, not counted as lost. */
-  readonly released = new Set<number>();
-  /** Marks keys as given back, before the statement that releases them is sent. */
-  release<T extends number | { id: number }>(items: T[]): T[] {
-    for (const item of items) this.released.add(typeof item === 'number' ? item : item.id);
-    return items;
-  }
-  renewedAt(sentAt: number): void {
-    this.deadline = Math.max(this.deadline, sentAt + this.leaseSeconds * 1000);
-  }
+async function overwritable(ctx: BatchContext, pending: LedgerRow[], lease: LeaseClock): Promise<LedgerRow[]> {
+  if (!ctx.s3.config.overwrite || pending.length === 0) return pending;
+  const sentAt = Date.now();
+  const ids = pending.map((r) => r.id);
+  const confirmed = new Set(await withDbRetry(() => confirmLeases(ctx.ledger, ids, 'pending', lease.leaseSeconds, lease.marginSeconds)));
+  lease.renewedAt(sentAt);
+  await withDbRetry(() => releaseLeases(ctx.ledger, lease.release(ids.filter((id) => !confirmed.has(id)))));
+  return pending.filter((r) => confirmed.has(r.id));
 }
 
 /**

@@ -488,13 +488,14 @@ export async function requeueNamed(ctx: LedgerContext, rows: Array<{ id: number;
  * Confirms, just before a destructive S3 step, that each key is still leased
  * to this worker, in `state`, with more than `marginSeconds` of its lease
  * left, and renews the lease (`leaseSeconds` from now). Only the keys
- * returned may be deleted; the caller counts its local lease deadline from
- * when it sent this statement.
+ * returned may be deleted (`deleting`, `reverting`) or copied over what is
+ * at their destination (`pending` under `--overwrite`); the caller counts
+ * its local lease deadline from when it sent this statement.
  */
 export async function confirmLeases(
   ctx: LedgerContext,
   ids: number[],
-  state: 'deleting' | 'reverting',
+  state: 'pending' | 'deleting' | 'reverting',
   leaseSeconds: number,
   marginSeconds: number,
 ): Promise<number[]> {

@@ -5,7 +5,6 @@ import { judgeOriginal } from '../copy/judge-original.js';
 import { copyObject, type CopyContext } from '../execute/copy-objects.js';
 import { classifyS3Error, describeS3Error, s3ErrorCode, s3HttpStatus } from '../s3/errors.js';
 import { sendWithRetry } from '../s3/retry.js';
-import { LeaseTooShort } from '../execute/delete-sources.js';
 import {
   confirmLeases,
   findNamingRows,
@@ -20,7 +19,7 @@ import {
   type LedgerRow,
   type RevertRow,
 } from '../ledger/state-machine.js';
-import type { LeaseClock } from '../execute/process-batch.js';
+import { LeaseTooShort, type LeaseClock } from '../execute/lease-fence.js';
 import { fenceWaitMs, waitForOlderTransactions } from '../guard/guard.js';
 
 /** What one revert batch did, for the run's totals. */
@@ -211,13 +210,11 @@ async function deleteTargets(
     try {
       // Fencing, as for execute's deletes: sent only while the lease, counted
       // locally from the confirming statement, leaves room for the request.
-      const result = await sendWithRetry(ctx.back.limiter, ctx.back.stats, () => {
-        const left = lease.deadline - lease.marginSeconds * 1000 - Date.now();
-        if (lease.lost || left <= 0) throw new LeaseTooShort();
-        return ctx.back.s3.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: chunk.map((r) => ({ Key: r.dst_key })), Quiet: true } }), {
-          abortSignal: AbortSignal.timeout(Math.min(left, 60_000)),
-        });
-      });
+      const result = await sendWithRetry(ctx.back.limiter, ctx.back.stats, () =>
+        ctx.back.s3.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: chunk.map((r) => ({ Key: r.dst_key })) , Quiet: true } }), {
+          abortSignal: lease.destructiveSignal(),
+        }),
+      );
       const errors = new Map((result.Errors ?? []).map((e) => [e.Key, `${e.Code ?? 'Error'}: ${e.Message ?? ''}`.trim()]));
       for (const row of chunk) {
         const error = errors.get(row.dst_key);

@@ -7,7 +7,7 @@ import { withDbRetry } from '../db/retry.js';
 import { inspectTable } from '../db/table-info.js';
 import { UsageError } from '../errors.js';
 import { sql } from 'kysely';
-import { LeaseClock } from '../execute/process-batch.js';
+import { LeaseClock } from '../execute/lease-fence.js';
 import { chooseGuard, describeGuard, guardStatus, type GuardMode } from '../guard/guard.js';
 import type { ExecuteConfig } from '../execute/execute-config.js';
 import { bindLedgerConfig, ledgerExists } from '../ledger/ledger-config.js';
@@ -179,10 +179,7 @@ export async function revert(config: RevertConfig): Promise<number> {
           const heartbeat = setInterval(() => {
             const sentAt = Date.now();
             void withDbRetry(() => renewBatchLeases(ledger, ids, config.leaseSeconds))
-              .then((renewed) => {
-                if (renewed.lost > 0) lease.lost = true;
-                else lease.renewedAt(sentAt);
-              })
+              .then((renewed) => lease.heartbeat(sentAt, ids.length, renewed))
               .catch(() => undefined);
           }, Math.max(1_000, (config.leaseSeconds * 1000) / 3));
           try {

@@ -37,6 +37,12 @@ export interface MultipartCopyRequest {
    * fail with 412 instead of being replaced.
    */
   overwrite?: boolean;
+  /**
+   * Called as CompleteMultipartUpload, the request that makes the object,
+   * is about to leave (and on each retry): the abort signal it carries, or
+   * a throw that keeps it from leaving (the caller's lease fence).
+   */
+  completeSignal?: () => AbortSignal | undefined;
 }
 
 /**
@@ -105,6 +111,7 @@ export async function multipartCopy(
           MultipartUpload: { Parts: parts },
           IfNoneMatch: request.overwrite ? undefined : '*',
         }),
+        { abortSignal: request.completeSignal?.() },
       ),
     );
     return completed.ETag;
