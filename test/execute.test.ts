@@ -5,7 +5,7 @@ import { avatarPng } from '../src/seed/png.js';
 import { awkwardNames } from '../src/seed/seed.js';
 import { runCli, spawnCli } from './helpers/cli.js';
 import { ledgerStates, query } from './helpers/db.js';
-import { getBytes, listKeys, putObject, setupTestEnv } from './helpers/services.js';
+import { getBytes, listKeys, objectExists, putObject, setupTestEnv } from './helpers/services.js';
 
 t.test('seed, plan and execute move every key, awkward ones included', async (t) => {
   const env = await setupTestEnv(t);
@@ -110,6 +110,22 @@ t.test('application changes, existing destinations and missing sources', async (
 
   const overwrite = await runCli(['execute', '--overwrite'], { env: env.env });
   t.equal(overwrite.code, 1, 'conflict is terminal: --overwrite does not reopen it');
+
+  // The application points avatar-2's row, whose id the ledger already
+  // holds, back at the superseded source. A re-plan must take the key back
+  // to `pending` (the id is not new, so "new ids" alone would miss it, and
+  // the row would name a source that is never moved: found by the soak,
+  // seed 5001), and execute then moves the row and deletes the source.
+  await query(env.databaseUrl, `update avatars set path = 'image/avatar-2.png' where path = 'avatar/other.png'`);
+  t.equal((await runCli(['plan'], { env: env.env })).code, 0);
+  const replanned = await query<{ state: string }>(env.databaseUrl, `select state from bucket_migrate.migration_ledger where src_key = 'image/avatar-2.png'`);
+  t.equal(replanned[0]?.state, 'pending', 'a re-plan takes a superseded key named again by a known row back to pending');
+  t.equal((await runCli(['execute'], { env: env.env })).code, 1, 'the conflict still makes it exit 1');
+  const finished = await query<{ state: string }>(env.databaseUrl, `select state from bucket_migrate.migration_ledger where src_key = 'image/avatar-2.png'`);
+  t.equal(finished[0]?.state, 'done');
+  const row2 = await query<{ path: string }>(env.databaseUrl, `select path from avatars where path like '%avatar-2.png'`);
+  t.same(row2.map((r) => r.path), ['avatar/avatar-2.png'], 'the row moved onto the copy');
+  t.notOk(await objectExists(env.s3client, env.sourceBucket, 'image/avatar-2.png'), 'and the source is gone');
 });
 
 t.test('multipart copy above --multipart-threshold keeps bytes and headers', async (t) => {

@@ -6,10 +6,10 @@
  *             │
  *             ▼
  *   pending ──copy──▶ copied ──commitRows──▶ db_updated ──fenceDeletes──▶ deleting ──delete──▶ done
- *      │                 │ ▲  ◀──────────────requeueNamed (a row still names it)┘  ▲ │ │
- *      │                 │ │                     fenceDeletes again (a later claim) ┘ │ │
- *      │                 │ │      refuseDelete (db_updated|deleting: a spelled row) ─▶ failed
- *      │                 │ └───────── re-plan: a new row names it ───────────────────────┘ (and superseded)
+ *    ▲ │                 │ ▲  ◀──────────────requeueNamed (a row still names it)┘  ▲ │            │
+ *    │ │                 │                       fenceDeletes again (a later claim) ┘ │            │
+ *    │ │                 │        refuseDelete (db_updated|deleting: a spelled row) ─▶ failed      │
+ *    └─┼─────────────────┼──── re-plan: a row names it again (done, superseded) ───────────────────┘
  *      ├─▶ conflict      └─▶ superseded   (no row points at the key any more)
  *      │                        └──execute --finish-superseded──▶ db_updated (then fenced, checked, deleted)
  *      ├─▶ missing       (copy, or plan --list: not in the listing)
@@ -25,8 +25,8 @@
  * @transitions
  *   new -> pending          insertPlannedKeys, bulkLoadQuery, recordListedPage
  *   new -> failed           insertPlannedKeys, bulkLoadQuery, recordListedPage
- *   done -> copied          insertPlannedKeys
- *   superseded -> copied    insertPlannedKeys
+ *   done -> pending         insertPlannedKeys
+ *   superseded -> pending   insertPlannedKeys
  *   superseded -> db_updated finishSuperseded
  *   pending -> copied       markCopied
  *   pending -> conflict     markUnmovable
@@ -136,7 +136,7 @@ export type FromState = LedgerState | 'new';
  * test/state-machine.test.ts checks both.
  */
 export const TRANSITIONS = {
-  insertPlannedKeys: [['new', 'pending'], ['new', 'failed'], ['done', 'copied'], ['superseded', 'copied']],
+  insertPlannedKeys: [['new', 'pending'], ['new', 'failed'], ['done', 'pending'], ['superseded', 'pending']],
   bulkLoadQuery: [['new', 'pending'], ['new', 'failed']],
   recordListedPage: [['new', 'pending'], ['new', 'failed']],
   markUnlistedMissing: [['pending', 'missing']],
@@ -715,9 +715,16 @@ export interface PlannedKeys {
 
 /**
  * new → pending (or failed, when S3 cannot take the key: `refusal` is set),
- * and, for a known key that gained referencing rows, done | superseded →
- * copied, so that the new rows are moved onto the existing copy too. Other
- * known keys only gain the ids. One statement.
+ * and, for a known key that a row names again, done | superseded → pending,
+ * so that the row is moved too. "Names again" is any row under the source
+ * prefix, not only a new id: a row the ledger already knows may have been
+ * pointed elsewhere (the key ended `superseded`) and then back. `pending`,
+ * not `copied`: the copy step judges the existing copy against the source as
+ * it is now (a superseded source may since hold new bytes: then the key is a
+ * `conflict` and the row keeps its source, rather than being moved onto a
+ * stale copy whose source would then be deleted); an unchanged source, or a
+ * deleted one whose copy carries its provenance, costs HEADs, not a copy.
+ * Other known keys only gain the ids. One statement.
  *
  * `judged` defines the CTE `judged(src_key, dst_key, row_ids, refusal)` (one
  * row per distinct key, sorted by key; see snapshot.ts). Only keys that are
@@ -733,7 +740,7 @@ export async function insertPlannedKeys(
     with ${judged},
     changed as (
       select judged.* from judged left join ${ledger(ctx)} as known on known.src_key = judged.src_key
-      where known.id is null or not (judged.row_ids <@ known.row_ids)
+      where known.id is null or not (judged.row_ids <@ known.row_ids) or known.state in ('done', 'superseded')
     ),
     upserted as (
       insert into ${ledger(ctx)} as l (src_key, dst_key, row_ids, planned_run_id, state, last_error, failed_state)
@@ -744,9 +751,9 @@ export async function insertPlannedKeys(
       order by src_key
       on conflict (src_key) do update
         set row_ids = array(select distinct x from unnest(l.row_ids || excluded.row_ids) as x order by x),
-            state = case when l.state in ('done', 'superseded') then 'copied' else l.state end,
+            state = case when l.state in ('done', 'superseded') then 'pending' else l.state end,
             updated_at = now()
-        where not (excluded.row_ids <@ l.row_ids)
+        where not (excluded.row_ids <@ l.row_ids) or l.state in ('done', 'superseded')
       returning (xmax = 0) as inserted, l.state
     )
     select count(*) filter (where inserted)::int as added,

@@ -27,8 +27,8 @@ type SnapshotContext = Pick<LedgerContext, 'db' | 'schema' | 'table' | 'idColumn
  *
  * The destination key replaces only the leading prefix. Re-running adds new
  * keys and new referencing ids, and changes nothing else, except that a key
- * already finished (`done`, `superseded`) that gains a new referencing row is
- * taken back to `copied`, so that row is moved onto the existing copy too.
+ * already finished (`done`, `superseded`) that a row names again is taken
+ * back to `pending`, so that row is moved too (see `insertPlannedKeys`).
  *
  * Keys that cannot be moved are recorded as `failed` at once, with the
  * reason (see `keyRefusal`): destination keys over 1,024 bytes or longer
