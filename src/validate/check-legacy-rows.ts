@@ -26,8 +26,9 @@ interface LegacyRow {
  * Check 1: no row of the table still names a key under the source prefix,
  * in any spelling (`image/k`, `/image/k`, `s3://bucket/image/k`, an https
  * URL; see `namedKey`), except rows whose key the ledger left behind on
- * purpose (failed, conflict, missing, archived, reverted): those are known
- * exceptions, failures only with `--strict`.
+ * purpose (failed, conflict, missing, archived, reverted), and rows naming a
+ * superseded key in another spelling (never rewritten; the source is kept):
+ * those are known exceptions, failures only with `--strict`.
  *
  * Each such row is also checked against a listing of the source prefix, to
  * tell broken from unfinished: a row naming a source object that does not
@@ -90,6 +91,13 @@ export async function checkLegacyRows(ctx: ValidateContext): Promise<CheckResult
         } else {
           failures.add({ ...base, missingObject, reason: `${sentence}${row.state ? ` (ledger: key ${row.state})` : ''}` });
         }
+        continue;
+      }
+      if (row.state === 'superseded' && row.path !== row.key) {
+        // The tool never rewrites a row in another spelling (it refuses to
+        // delete a source such a row names), and a superseded key keeps its
+        // source: this row is left to the operator, like those of failed keys.
+        exceptions.add({ ...base, reason: `known exception: row names the key as ${row.path}, a spelling the tool never rewrites; the key is superseded, so its source is kept` });
         continue;
       }
       (isException ? exceptions : failures).add({ ...base, reason: reasonFor(row.state, row.last_error) });
