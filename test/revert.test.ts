@@ -135,3 +135,41 @@ t.test('revert killed (SIGKILL) with keys part-way back, then resumed', async (t
   await observer.stop();
   t.same(observer.violations, [], `no row ever named a missing object (${observer.checks} checks)`);
 });
+
+t.test('a key revert gives up on in reverting (a row names its target in another spelling) is finished forward by execute --retry-failed', async (t) => {
+  const env = await setupTestEnv(t);
+  t.equal((await runCli(['seed', '--count', '6', '--quiet'], { env: env.env })).code, 0);
+  t.equal((await runCli(['plan'], { env: env.env })).code, 0);
+  const run = await runCli(['execute', '--quiet'], { env: env.env });
+  t.equal(run.code, 0, run.stderr);
+  // After cutover the application writes a row naming one copy with a leading '/'.
+  const spelled = (await query<{ id: string }>(env.databaseUrl, `insert into avatars (path) values ('/avatar/avatar-1.png') returning id::text`))[0]!.id;
+
+  const backward = observeRevert(env);
+  const reverted = await runCli(['revert', '--quiet'], { env: env.env });
+  await backward.stop();
+  t.same(backward.violations, [], `revert: no row ever named a missing object (${backward.checks} checks)`);
+  t.equal(reverted.code, 1, 'a key given up on makes revert exit 1');
+  const given = await query<{ state: string; failed_state: string | null; last_error: string | null }>(
+    env.databaseUrl,
+    `select state, failed_state, last_error from bucket_migrate.migration_ledger where src_key = 'image/avatar-1.png'`,
+  );
+  t.match(given[0], { state: 'failed', failed_state: 'reverting', last_error: /names the target as "\/avatar\/avatar-1\.png": target kept/ });
+  t.same(await ledgerStates(env.databaseUrl), { failed: 1, reverted: 5 });
+
+  // Before the fix, --retry-failed put the key back in `reverting`, which
+  // execute never claims: it stayed there, and validate failed for ever
+  // (the soak, seed 5004).
+  const forward = startInvariantObserver({ owner: t, databaseUrl: env.databaseUrl, s3client: env.s3client, sourceBucket: env.sourceBucket, targetBucket: env.targetBucket });
+  const retry = await runCli(['execute', '--retry-failed', '--quiet'], { env: env.env });
+  await forward.stop();
+  t.same(forward.violations, [], `execute: no row ever named a missing object (${forward.checks} checks)`);
+  t.equal(retry.code, 0, retry.stderr);
+  t.same(await ledgerStates(env.databaseUrl), { done: 1, reverted: 5 }, 'the key went forward to done');
+  const rows = await query<{ id: string; path: string }>(env.databaseUrl, `select id::text, path from avatars where path like '%avatar-1.png' order by id`);
+  t.same(rows.map((r) => r.path).sort(), ['/avatar/avatar-1.png', 'avatar/avatar-1.png'], 'its row moved onto the copy; the spelled row is as written');
+  t.equal(rows.find((r) => r.id === spelled)?.path, '/avatar/avatar-1.png');
+  t.same(await listKeys(env.s3client, env.sourceBucket, 'image/avatar-1'), [], 'its source is gone again');
+  const validate = await runCli(['validate'], { env: env.env });
+  t.equal(validate.code, 0, validate.stdout + validate.stderr);
+});

@@ -48,7 +48,7 @@
  *   failed -> copied        requeueFailed
  *   failed -> db_updated    requeueFailed, requeueRevertFailed
  *   failed -> done          requeueFailed, requeueRevertFailed
- *   failed -> reverting     requeueFailed, requeueRevertFailed, revertRows
+ *   failed -> reverting     requeueRevertFailed, revertRows
  *   archived -> pending     requeueFailed
  *   db_updated -> reverted  revertRows
  *   db_updated -> reverting revertRows
@@ -150,7 +150,7 @@ export const TRANSITIONS = {
   recordFailures: [['pending', 'failed'], ['copied', 'failed'], ['db_updated', 'failed'], ['deleting', 'failed']],
   finishSuperseded: [['superseded', 'db_updated']],
   requeueFailed: [
-    ['failed', 'pending'], ['failed', 'copied'], ['failed', 'db_updated'], ['failed', 'deleting'], ['failed', 'done'], ['failed', 'reverting'],
+    ['failed', 'pending'], ['failed', 'copied'], ['failed', 'db_updated'], ['failed', 'deleting'], ['failed', 'done'],
     ['archived', 'pending'],
   ],
   refuseDelete: [['db_updated', 'failed'], ['deleting', 'failed']],
@@ -665,13 +665,19 @@ export async function releaseLeases(ctx: LedgerContext, ids: number[]): Promise<
 
 /**
  * failed → the state it failed in, with a fresh failure budget
- * (`--retry-failed`). Archived keys go back to pending too: once restored
- * they can be copied, and one not restored yet only costs one refused copy.
+ * (`execute --retry-failed`). Archived keys go back to pending too: once
+ * restored they can be copied, and one not restored yet only costs one
+ * refused copy. A key that `revert` gave up on while `reverting` (its rows
+ * back on the source, its target kept: a row names the target in another
+ * spelling) goes to `pending`, not back to `reverting`, which only revert
+ * claims: execute's retry moves it forward, and the copy step first judges
+ * the target that is there against the source.
  */
 export async function requeueFailed(ctx: Pick<LedgerContext, 'db' | 'schema'>): Promise<number> {
   const result = await sql`
     update ${ledger(ctx)}
-    set state = coalesce(failed_state, 'pending'), failed_state = null, failures = 0,
+    set state = case when failed_state is null or failed_state = 'reverting' then 'pending' else failed_state end,
+        failed_state = null, failures = 0,
         not_before = null, locked_by = null, locked_until = null, updated_at = now()
     where state in ('failed', 'archived')
   `.execute(ctx.db);
@@ -1161,16 +1167,20 @@ export async function requeueRevertFailed(ctx: Pick<LedgerContext, 'db' | 'schem
   return Number(result.numAffectedRows ?? 0);
 }
 
-/** Keys revert gave up on, for the end-of-run report. */
+/**
+ * Keys revert gave up on, for the end-of-run report and exit code: failed,
+ * and failed last by revert (its errors start `revert: `). Not by the count
+ * of revert failures alone: a key given up on at once (a row naming its
+ * target in another spelling) fails after one.
+ */
 export async function listRevertFailed(
   ctx: Pick<LedgerContext, 'db' | 'schema'>,
-  maxFailures: number,
   limit = 100,
 ): Promise<{ total: number; rows: Array<{ src_key: string; dst_key: string; last_error: string | null }> }> {
   const rows = await sql<{ src_key: string; dst_key: string; last_error: string | null; total: string }>`
     select src_key, dst_key, last_error, count(*) over () as total
     from ${ledger(ctx)}
-    where state = 'failed' and revert_failures >= ${maxFailures}
+    where state = 'failed' and revert_failures > 0 and last_error like 'revert: %'
     order by id
     limit ${limit}
   `.execute(ctx.db);

@@ -232,7 +232,7 @@ export async function revert(config: RevertConfig): Promise<number> {
       if (tally.rowsMovedBackLate > 0) out.info(`${tally.rowsMovedBackLate} rows written with a target path after cutover were moved back before their target was deleted`);
       if (tally.repaired > 0) out.info(`${tally.repaired} rows written between the reference check and the delete were moved back after it (the index guard's window)`);
       out.info(`ledger: ${Object.entries(states).map(([s, n]) => `${s} ${n}`).join(', ') || 'empty'}`);
-      const given = await listRevertFailed({ db, schema }, config.maxAttempts);
+      const given = await listRevertFailed({ db, schema });
       if (given.total > 0) {
         out.error(`${given.total} keys could not be reverted (their rows are unchanged):`);
         for (const row of given.rows) out.error(`  ${row.src_key} <- ${row.dst_key}: ${row.last_error ?? ''}`);
