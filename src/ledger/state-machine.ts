@@ -676,7 +676,7 @@ export async function releaseLeases(ctx: LedgerContext, ids: number[]): Promise<
 export async function requeueFailed(ctx: Pick<LedgerContext, 'db' | 'schema'>): Promise<number> {
   const result = await sql`
     update ${ledger(ctx)}
-    set state = case when failed_state is null or failed_state = 'reverting' then 'pending' else failed_state end,
+    set state = case when failed_state in ('copied', 'db_updated', 'deleting', 'done') then failed_state else 'pending' end,
         failed_state = null, failures = 0,
         not_before = null, locked_by = null, locked_until = null, updated_at = now()
     where state in ('failed', 'archived')
