@@ -1,14 +1,13 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { guardChild, type ChildGuard } from './child-reaper.js';
 import { freePort } from './free-port.js';
 import { binCacheDir, findOnPath, goInstall, isExecutable } from './go-install.js';
 import { startVersitygw } from './local-versitygw.js';
+import { serverHandle, spawnServer, type RunningServer } from './server-process.js';
 
 /** Where the S3 server in use came from. */
 export type S3Kind = 'configured' | TestS3Server;
@@ -54,7 +53,6 @@ export interface StartS3Options {
 export const MINIO_MODULE = 'github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c';
 
 const HEALTH_TIMEOUT_MS = 30_000;
-const STOP_GRACE_MS = 5_000;
 const DEFAULT_REGION = 'us-east-1';
 
 /**
@@ -174,7 +172,7 @@ async function startMinio(binary: string, log: (line: string) => void): Promise<
     secretAccessKey: crypto.randomBytes(20).toString('hex'),
   };
   const startedAt = Date.now();
-  let running: RunningMinio;
+  let running: RunningServer;
   try {
     running = await launchMinio(layout);
   } catch (error) {
@@ -182,83 +180,23 @@ async function startMinio(binary: string, log: (line: string) => void): Promise<
     throw error;
   }
   log(`s3: MinIO on 127.0.0.1:${layout.port} ready in ${Date.now() - startedAt} ms (${dataDir})`);
-  return minioHandle(layout, running);
+  return serverHandle('minio', DEFAULT_REGION, layout, running, launchMinio);
 }
 
-interface RunningMinio {
-  child: ChildProcess;
-  guard: ChildGuard;
-  exited: Promise<void>;
-}
 
-function minioHandle(layout: MinioLayout, first: RunningMinio): LocalS3 {
-  let current: RunningMinio | undefined = first;
-  let stopping: Promise<void> | undefined;
-  return {
-    endpoint: `http://127.0.0.1:${layout.port}`,
-    accessKeyId: layout.accessKeyId,
-    secretAccessKey: layout.secretAccessKey,
-    region: DEFAULT_REGION,
-    kind: 'minio',
-    dataDir: layout.dataDir,
-    get process() {
-      return current?.child;
-    },
-    pause() {
-      current?.child.kill('SIGSTOP');
-    },
-    resume() {
-      current?.child.kill('SIGCONT');
-    },
-    async restart() {
-      if (stopping) throw new Error('MinIO was stopped; it cannot be restarted');
-      if (current) await terminate(current);
-      current = undefined;
-      current = await launchMinio(layout);
-    },
-    stop() {
-      stopping ??= (async () => {
-        if (current) await terminate(current);
-        current = undefined;
-        await fsp.rm(layout.dataDir, { recursive: true, force: true, maxRetries: 3 });
-      })();
-      return stopping;
-    },
-  };
-}
-
-async function launchMinio(layout: MinioLayout): Promise<RunningMinio> {
+async function launchMinio(layout: MinioLayout): Promise<RunningServer> {
   await fsp.mkdir(layout.storageDir, { recursive: true });
-  const fd = fs.openSync(layout.logFile, 'a');
-  let child: ChildProcess;
-  try {
-    child = spawn(
-      layout.binary,
-      [
-        'server', layout.storageDir,
-        '--address', `127.0.0.1:${layout.port}`,
-        '--console-address', `127.0.0.1:${layout.consolePort}`,
-      ],
-      { env: minioEnv(layout), stdio: ['ignore', fd, fd] },
-    );
-  } finally {
-    fs.closeSync(fd);
-  }
-  // The SIGKILL'd child dies at once, so the exit hook may also delete the dir.
-  const guard = guardChild(child, { dir: layout.dataDir, signal: 'SIGKILL' });
-  const exited = new Promise<void>((resolve) => {
-    child.once('exit', () => resolve());
-    // A child that never spawned emits 'error' and may never emit 'exit'.
-    child.once('error', () => child.pid === undefined && resolve());
-  });
-  const running: RunningMinio = { child, guard, exited };
-  try {
-    await waitHealthy(layout, child);
-  } catch (error) {
-    await terminate(running);
-    throw error;
-  }
-  return running;
+  return spawnServer(
+    layout.binary,
+    [
+      'server', layout.storageDir,
+      '--address', `127.0.0.1:${layout.port}`,
+      '--console-address', `127.0.0.1:${layout.consolePort}`,
+    ],
+    minioEnv(layout),
+    layout,
+    (child) => waitHealthy(layout, child),
+  );
 }
 
 /** Only what MinIO needs: inherited MINIO_* variables would change its behaviour. */
@@ -314,17 +252,6 @@ async function logTail(file: string, bytes = 4_096): Promise<string> {
 }
 
 /** SIGTERM, then SIGKILL after a grace period; a paused child gets SIGCONT so it can see the SIGTERM. */
-async function terminate(running: RunningMinio): Promise<void> {
-  const { child, guard, exited } = running;
-  if (child.exitCode === null && child.signalCode === null) {
-    child.kill('SIGCONT');
-    child.kill('SIGTERM');
-    const killer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
-    await exited;
-    clearTimeout(killer);
-  }
-  guard.release();
-}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

@@ -15,24 +15,22 @@
  * dir. versitygw itself tests the root at start-up and refuses it without
  * xattrs; that is reported in one line naming `VERSITYGW_DATA_PARENT`.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { guardChild, type ChildGuard } from './child-reaper.js';
 import { freePort } from './free-port.js';
 import { binCacheDir, goInstall, isExecutable } from './go-install.js';
 import type { LocalS3, StartS3Options } from './local-minio.js';
+import { serverHandle, spawnServer, type RunningServer } from './server-process.js';
 
 /** The versitygw release the tests run against. */
 export const VERSITYGW_MODULE = 'github.com/versity/versitygw/cmd/versitygw@v1.8.0';
 
 const HEALTH_PATH = '/health';
 const HEALTH_TIMEOUT_MS = 30_000;
-const STOP_GRACE_MS = 5_000;
 const REGION = 'us-east-1';
 
 /**
@@ -70,12 +68,6 @@ interface VersitygwLayout {
   secretAccessKey: string;
 }
 
-interface RunningVersitygw {
-  child: ChildProcess;
-  guard: ChildGuard;
-  exited: Promise<void>;
-}
-
 /**
  * Starts a private versitygw (posix backend) on a free loopback port, with a
  * fresh data dir and random root credentials, building the binary first if
@@ -98,7 +90,7 @@ export async function startVersitygw(opts: StartS3Options = {}): Promise<LocalS3
     secretAccessKey: crypto.randomBytes(20).toString('hex'),
   };
   const startedAt = Date.now();
-  let running: RunningVersitygw;
+  let running: RunningServer;
   try {
     await fsp.mkdir(layout.rootDir, { recursive: true });
     running = await launch(layout);
@@ -107,7 +99,7 @@ export async function startVersitygw(opts: StartS3Options = {}): Promise<LocalS3
     throw error;
   }
   log(`s3: versitygw on 127.0.0.1:${layout.port} ready in ${Date.now() - startedAt} ms (${dataDir})`);
-  return handle(layout, running);
+  return serverHandle('versitygw', REGION, layout, running, launch);
 }
 
 function launchArgs(layout: VersitygwLayout): string[] {
@@ -122,73 +114,12 @@ function launchArgs(layout: VersitygwLayout): string[] {
   ];
 }
 
-async function launch(layout: VersitygwLayout): Promise<RunningVersitygw> {
-  const fd = fs.openSync(layout.logFile, 'a');
-  let child: ChildProcess;
-  try {
-    child = spawn(layout.binary, launchArgs(layout), {
-      // Credentials through the environment, not argv, where `ps` shows them.
-      env: {
-        PATH: process.env.PATH,
-        HOME: layout.dataDir,
-        ROOT_ACCESS_KEY: layout.accessKeyId,
-        ROOT_SECRET_KEY: layout.secretAccessKey,
-      },
-      stdio: ['ignore', fd, fd],
-    });
-  } finally {
-    fs.closeSync(fd);
-  }
-  const guard = guardChild(child, { dir: layout.dataDir, signal: 'SIGKILL' });
-  const exited = new Promise<void>((resolve) => {
-    child.once('exit', () => resolve());
-    child.once('error', () => child.pid === undefined && resolve());
-  });
-  const running: RunningVersitygw = { child, guard, exited };
-  try {
-    await waitHealthy(layout, child);
-  } catch (error) {
-    await terminate(running);
-    throw error;
-  }
-  return running;
+async function launch(layout: VersitygwLayout): Promise<RunningServer> {
+  // Credentials through the environment, not argv, where `ps` shows them.
+  const env = { PATH: process.env.PATH, HOME: layout.dataDir, ROOT_ACCESS_KEY: layout.accessKeyId, ROOT_SECRET_KEY: layout.secretAccessKey };
+  return spawnServer(layout.binary, launchArgs(layout), env, layout, (child) => waitHealthy(layout, child));
 }
 
-function handle(layout: VersitygwLayout, first: RunningVersitygw): LocalS3 {
-  let current: RunningVersitygw | undefined = first;
-  let stopping: Promise<void> | undefined;
-  return {
-    endpoint: `http://127.0.0.1:${layout.port}`,
-    accessKeyId: layout.accessKeyId,
-    secretAccessKey: layout.secretAccessKey,
-    region: REGION,
-    kind: 'versitygw',
-    dataDir: layout.dataDir,
-    get process() {
-      return current?.child;
-    },
-    pause() {
-      current?.child.kill('SIGSTOP');
-    },
-    resume() {
-      current?.child.kill('SIGCONT');
-    },
-    async restart() {
-      if (stopping) throw new Error('versitygw was stopped; it cannot be restarted');
-      if (current) await terminate(current);
-      current = undefined;
-      current = await launch(layout);
-    },
-    stop() {
-      stopping ??= (async () => {
-        if (current) await terminate(current);
-        current = undefined;
-        await fsp.rm(layout.dataDir, { recursive: true, force: true, maxRetries: 3 });
-      })();
-      return stopping;
-    },
-  };
-}
 
 async function waitHealthy(layout: VersitygwLayout, child: ChildProcess): Promise<void> {
   const deadline = Date.now() + HEALTH_TIMEOUT_MS;
@@ -233,15 +164,3 @@ async function logTail(file: string, bytes = 4_096): Promise<string> {
   }
 }
 
-/** SIGTERM, then SIGKILL after a grace period; a paused child gets SIGCONT so it can see the SIGTERM. */
-async function terminate(running: RunningVersitygw): Promise<void> {
-  const { child, guard, exited } = running;
-  if (child.exitCode === null && child.signalCode === null) {
-    child.kill('SIGCONT');
-    child.kill('SIGTERM');
-    const killer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
-    await exited;
-    clearTimeout(killer);
-  }
-  guard.release();
-}
