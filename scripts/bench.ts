@@ -35,7 +35,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import pg from 'pg';
-import { DEFAULT_DEST_CHECK } from '../src/execute/execute-config.js';
+import { DEFAULT_DEST_CHECK } from '../src/copy/copy-config.js';
 import { createS3Client } from '../src/s3/client.js';
 import { MINIO_MODULE, ensureMinioBinary, startS3, type LocalS3 } from './lib/local-minio.js';
 import { createDatabase, dropDatabase, startPostgres, withDatabase, type LocalPostgres } from './lib/local-postgres.js';

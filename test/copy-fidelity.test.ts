@@ -9,7 +9,7 @@ import {
   refusalFor,
   taggingQuery,
   verifyCopy,
-} from '../src/s3/object-attributes.js';
+} from '../src/copy/object-attributes.js';
 import { readProvenance, userMetadata } from '../src/copy/provenance.js';
 import { runCli } from './helpers/cli.js';
 import { startFaultProxy } from './support/fault-proxy.js';

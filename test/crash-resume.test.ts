@@ -3,7 +3,7 @@ import { avatarPng } from '../src/seed/png.js';
 import { runCli, spawnCli } from './helpers/cli.js';
 import { ledgerStates, query } from './helpers/db.js';
 import { getBytes, listKeys, setupTestEnv } from './helpers/services.js';
-import { startInvariantObserver } from './support/invariant-observer.js';
+import { observeTestEnv } from './support/invariant-observer.js';
 
 t.test('SIGKILL at random moments, a dozen times, never breaks a row; a final run finishes', async (t) => {
   const env = await setupTestEnv(t);
@@ -12,13 +12,7 @@ t.test('SIGKILL at random moments, a dozen times, never breaks a row; a final ru
   t.equal((await runCli(['seed', '--count', String(keys), '--quiet'], { env: env.env })).code, 0);
   t.equal((await runCli(['plan'], { env: env.env })).code, 0);
 
-  const observer = startInvariantObserver({
-    owner: t,
-    databaseUrl: env.databaseUrl,
-    s3client: env.s3client,
-    sourceBucket: env.sourceBucket,
-    targetBucket: env.targetBucket,
-  });
+  const observer = observeTestEnv(t, env);
   const args = ['execute', '--threads', '2', '--batch-size', '25', '--concurrency', '8', '--lease-seconds', '2', '--quiet'];
   let kills = 0;
   const seenStates = new Set<string>();

@@ -8,8 +8,8 @@ import t, { type Test } from 'tap';
 import { runCli, type CliResult } from './helpers/cli.js';
 import { setupTestEnv } from './helpers/services.js';
 import { assertMigrated, captureBaseline, ledgerStates } from './support/end-state.js';
-import { startFaultProxy, type FaultConfig } from './support/fault-proxy.js';
-import { startInvariantObserver } from './support/invariant-observer.js';
+import { proxyTestEnv, type FaultConfig } from './support/fault-proxy.js';
+import { observeTestEnv } from './support/invariant-observer.js';
 
 const KEYS = 60;
 const EXECUTE = ['execute', '--threads', '1', '--batch-size', '20', '--backoff-seconds', '0', '--lease-seconds', '3', '--quiet'];
@@ -30,16 +30,8 @@ async function scenario(
   const plan = await runCli(['plan'], { env: env.env });
   t.equal(plan.code, 0, `plan\n${plan.stderr}`);
   const baseline = await captureBaseline(env);
-  const proxy = await startFaultProxy(env.s3.endpoint, fault);
-  t.teardown(() => proxy.close());
-  const cliEnv = { ...env.env, S3_ENDPOINT: proxy.endpoint };
-  const observer = startInvariantObserver({
-    owner: t,
-    databaseUrl: env.databaseUrl,
-    s3client: env.s3client,
-    sourceBucket: env.sourceBucket,
-    targetBucket: env.targetBucket,
-  });
+  const { proxy, cliEnv } = await proxyTestEnv(t, env, fault);
+  const observer = observeTestEnv(t, env);
   const started = Date.now();
   const result = await runCli([...EXECUTE, ...extra], { env: cliEnv, timeoutMs: 60_000 });
   check(t, result, Date.now() - started, proxy.stats);

@@ -17,7 +17,7 @@ import { runCli } from './helpers/cli.js';
 import { ledgerStates, query } from './helpers/db.js';
 import { listKeys, objectExists, putObject, setupTestEnv } from './helpers/services.js';
 import { brokenRows, startWriter } from './support/application.js';
-import { startInvariantObserver } from './support/invariant-observer.js';
+import { observeTestEnv } from './support/invariant-observer.js';
 
 const KEYS = 40;
 /** avatar-1 .. avatar-20 end superseded; avatar-21 .. avatar-40 done. */
@@ -50,13 +50,7 @@ t.test('superseded keys are finished under the guard while the application write
   t.match(refused.stderr, /--finish-superseded deletes sources, which --keep-source never does/);
   t.equal(refused.stderr.trim().split('\n').length, 1, 'in one line');
 
-  const observer = startInvariantObserver({
-    owner: t,
-    databaseUrl: env.databaseUrl,
-    s3client: env.s3client,
-    sourceBucket: env.sourceBucket,
-    targetBucket: env.targetBucket,
-  });
+  const observer = observeTestEnv(t, env);
   // The application keeps naming the superseded sources (5 .. 20) during the run, in new rows and in rows it wrote.
   const writer = startWriter(env.databaseUrl, SUPERSEDED - 4, 'image/', 11, { firstKey: 5, updateIdsAbove: KEYS + 1 });
   const finish = await runCli(['execute', '--finish-superseded', '--batch-size', '4', '--threads', '2'], { env: env.env, timeoutMs: 120_000 });

@@ -30,22 +30,15 @@ import pg from 'pg';
 import t, { type Test } from 'tap';
 import { runCli, spawnCli } from './helpers/cli.js';
 import { ledgerStates, query } from './helpers/db.js';
-import { getServices, listKeys, objectExists, setupTestEnv, type TestEnv } from './helpers/services.js';
-import { startFaultProxy } from './support/fault-proxy.js';
-import { startInvariantObserver } from './support/invariant-observer.js';
+import { getServices, listKeys, setupTestEnv, type TestEnv } from './helpers/services.js';
+import { proxyTestEnv } from './support/fault-proxy.js';
+import { observeTestEnv } from './support/invariant-observer.js';
 import { brokenRows, startWriter } from './support/application.js';
 import { createDatabase } from '../src/db/database.js';
 import { claimRevert, revertRows, type LedgerContext } from '../src/ledger/state-machine.js';
 
 function observe(t: Test, env: TestEnv, reverse = false) {
-  return startInvariantObserver({
-    owner: t,
-    databaseUrl: env.databaseUrl,
-    s3client: env.s3client,
-    ...(reverse
-      ? { sourceBucket: env.targetBucket, sourcePrefix: 'avatar/', targetBucket: env.sourceBucket, targetPrefix: 'image/' }
-      : { sourceBucket: env.sourceBucket, targetBucket: env.targetBucket }),
-  });
+  return observeTestEnv(t, env, { reverse });
 }
 
 t.test('finding 1: a staged run while the application writes image/ paths, no path index: the trigger guard, no broken row', async (t) => {
@@ -153,12 +146,10 @@ t.test('finding 3: execute --delete-only frozen past its lease while revert take
   t.equal((await runCli(['plan'], { env: env.env })).code, 0);
   t.equal((await runCli(['execute', '--keep-source', '--quiet'], { env: env.env })).code, 0);
   // The target checks (HEAD) take 2 s: the worker is frozen between its claim and its delete.
-  const proxy = await startFaultProxy(env.s3.endpoint);
-  t.teardown(() => proxy.close());
-  proxy.setConfig({ latencyMs: 2_000, match: (r) => r.method === 'HEAD' });
+  const { cliEnv } = await proxyTestEnv(t, env, { latencyMs: 2_000, match: (r) => r.method === 'HEAD' });
   const observer = observe(t, env, true);
   const stale = spawnCli(['execute', '--delete-only', '--threads', '1', '--pipeline', '1', '--batch-size', String(KEYS), '--lease-seconds', '2', '--quiet'], {
-    env: { ...env.env, S3_ENDPOINT: proxy.endpoint },
+    env: cliEnv,
     timeoutMs: 60_000,
   });
   const pid = stale.child.pid!;

@@ -8,8 +8,8 @@ import t from 'tap';
 import { runCli, spawnCli } from './helpers/cli.js';
 import { setupTestEnv } from './helpers/services.js';
 import { assertMigrated, captureBaseline, ledgerStates, query } from './support/end-state.js';
-import { startFaultProxy } from './support/fault-proxy.js';
-import { startInvariantObserver } from './support/invariant-observer.js';
+import { proxyTestEnv } from './support/fault-proxy.js';
+import { observeTestEnv } from './support/invariant-observer.js';
 
 t.test('Postgres connections terminated every second during a run', async (t) => {
   const env = await setupTestEnv(t);
@@ -17,16 +17,9 @@ t.test('Postgres connections terminated every second during a run', async (t) =>
   t.equal((await runCli(['plan'], { env: env.env })).code, 0);
   const baseline = await captureBaseline(env);
   // Slow S3 down a little so the run spans several terminations.
-  const proxy = await startFaultProxy(env.s3.endpoint, { latencyMs: 30 });
-  t.teardown(() => proxy.close());
-  const cliEnv = { ...env.env, S3_ENDPOINT: proxy.endpoint, BUCKET_MIGRATE_DEBUG: '1' };
-  const observer = startInvariantObserver({
-    owner: t,
-    databaseUrl: env.databaseUrl,
-    s3client: env.s3client,
-    sourceBucket: env.sourceBucket,
-    targetBucket: env.targetBucket,
-  });
+  const { cliEnv: proxied } = await proxyTestEnv(t, env, { latencyMs: 30 });
+  const cliEnv = { ...proxied, BUCKET_MIGRATE_DEBUG: '1' };
+  const observer = observeTestEnv(t, env);
 
   let terminated = 0;
   let killing = true;

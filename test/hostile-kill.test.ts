@@ -16,8 +16,8 @@ import t from 'tap';
 import { runCli, spawnCli } from './helpers/cli.js';
 import { setupTestEnv } from './helpers/services.js';
 import { assertMigrated, captureBaseline, query } from './support/end-state.js';
-import { startFaultProxy, type FaultConfig } from './support/fault-proxy.js';
-import { startInvariantObserver } from './support/invariant-observer.js';
+import { proxyTestEnv, type FaultConfig } from './support/fault-proxy.js';
+import { observeTestEnv } from './support/invariant-observer.js';
 
 const ROUNDS = 5;
 const LIVE = ['pending', 'copied', 'db_updated'] as const;
@@ -27,16 +27,8 @@ t.test('SIGKILL during each state, then resume', async (t) => {
   t.equal((await runCli(['seed', '--count', '240', '--quiet'], { env: env.env })).code, 0);
   t.equal((await runCli(['plan'], { env: env.env })).code, 0);
   const baseline = await captureBaseline(env);
-  const proxy = await startFaultProxy(env.s3.endpoint);
-  t.teardown(() => proxy.close());
-  const cliEnv = { ...env.env, S3_ENDPOINT: proxy.endpoint };
-  const observer = startInvariantObserver({
-    owner: t,
-    databaseUrl: env.databaseUrl,
-    s3client: env.s3client,
-    sourceBucket: env.sourceBucket,
-    targetBucket: env.targetBucket,
-  });
+  const { proxy, cliEnv } = await proxyTestEnv(t, env);
+  const observer = observeTestEnv(t, env);
   const args = ['execute', '--threads', '1', '--pipeline', '1', '--batch-size', '8', '--concurrency', '4', '--lease-seconds', '2', '--backoff-seconds', '0', '--quiet'];
 
   const hold: Record<(typeof LIVE)[number], FaultConfig> = {

@@ -22,8 +22,8 @@ import {
 import { runCli, spawnCli } from './helpers/cli.js';
 import { getBytes, putObject, setupTestEnv } from './helpers/services.js';
 import { assertMigrated, captureBaseline, ledgerStates, query } from './support/end-state.js';
-import { startFaultProxy } from './support/fault-proxy.js';
-import { startInvariantObserver } from './support/invariant-observer.js';
+import { proxyTestEnv } from './support/fault-proxy.js';
+import { observeTestEnv } from './support/invariant-observer.js';
 
 t.test('every transition of a worker whose lease was taken over changes nothing', async (t) => {
   const env = await setupTestEnv(t);
@@ -78,16 +78,8 @@ t.test('two processes; one frozen past its lease, taken over mid-batch, then tha
   t.equal((await runCli(['seed', '--count', '200', '--quiet'], { env: env.env })).code, 0);
   t.equal((await runCli(['plan'], { env: env.env })).code, 0);
   const baseline = await captureBaseline(env);
-  const proxy = await startFaultProxy(env.s3.endpoint, { latencyMs: 60 });
-  t.teardown(() => proxy.close());
-  const cliEnv = { ...env.env, S3_ENDPOINT: proxy.endpoint };
-  const observer = startInvariantObserver({
-    owner: t,
-    databaseUrl: env.databaseUrl,
-    s3client: env.s3client,
-    sourceBucket: env.sourceBucket,
-    targetBucket: env.targetBucket,
-  });
+  const { cliEnv } = await proxyTestEnv(t, env, { latencyMs: 60 });
+  const observer = observeTestEnv(t, env);
   const common = ['--lease-seconds', '2', '--backoff-seconds', '0', '--concurrency', '4', '--quiet'];
 
   const loser = spawnCli(['execute', '--threads', '1', '--pipeline', '1', '--batch-size', '40', ...common], { env: cliEnv, timeoutMs: 120_000 });
@@ -141,9 +133,7 @@ t.test('an --overwrite worker frozen past its lease does not overwrite what was 
   t.equal((await runCli(['seed', '--count', '120', '--quiet'], { env: env.env })).code, 0);
   t.equal((await runCli(['plan'], { env: env.env })).code, 0);
   // Slow requests, so the frozen process still has copies queued when it stops.
-  const proxy = await startFaultProxy(env.s3.endpoint, { latencyMs: 80 });
-  t.teardown(() => proxy.close());
-  const cliEnv = { ...env.env, S3_ENDPOINT: proxy.endpoint };
+  const { cliEnv } = await proxyTestEnv(t, env, { latencyMs: 80 });
   const common = ['--lease-seconds', '2', '--backoff-seconds', '0', '--concurrency', '2', '--keep-source', '--quiet'];
 
   const loser = spawnCli(['execute', '--overwrite', '--threads', '1', '--pipeline', '1', '--batch-size', '40', ...common], { env: cliEnv, timeoutMs: 120_000 });

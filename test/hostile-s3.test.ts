@@ -9,8 +9,8 @@ import t, { type Test } from 'tap';
 import { runCli, spawnCli } from './helpers/cli.js';
 import { setupTestEnv, type TestEnv } from './helpers/services.js';
 import { assertMigrated, captureBaseline, ledgerStates, type Baseline } from './support/end-state.js';
-import { startFaultProxy, type FaultProxy } from './support/fault-proxy.js';
-import { startInvariantObserver, type InvariantObserver } from './support/invariant-observer.js';
+import { proxyTestEnv, type FaultProxy } from './support/fault-proxy.js';
+import { observeTestEnv, type InvariantObserver } from './support/invariant-observer.js';
 
 const KEYS = 200;
 
@@ -31,16 +31,9 @@ async function prepare(t: Test, keys = KEYS): Promise<Scenario> {
   t.equal(planned.code, 0, `plan: ${planned.stderr}`);
   const baseline = await captureBaseline(env);
   t.equal(baseline.objects.size, keys);
-  const proxy = await startFaultProxy(env.s3.endpoint);
-  t.teardown(() => proxy.close());
-  const observer = startInvariantObserver({
-    owner: t,
-    databaseUrl: env.databaseUrl,
-    s3client: env.s3client,
-    sourceBucket: env.sourceBucket,
-    targetBucket: env.targetBucket,
-  });
-  return { env, proxy, cliEnv: { ...env.env, S3_ENDPOINT: proxy.endpoint }, baseline, observer };
+  const { proxy, cliEnv } = await proxyTestEnv(t, env);
+  const observer = observeTestEnv(t, env);
+  return { env, proxy, cliEnv, baseline, observer };
 }
 
 async function finish(t: Test, s: Scenario): Promise<void> {

@@ -8,18 +8,13 @@ import t from 'tap';
 import { runCli } from './helpers/cli.js';
 import { ledgerStates, query } from './helpers/db.js';
 import { getBytes, listKeys, objectExists, putObject, setupTestEnv } from './helpers/services.js';
-import { startInvariantObserver } from './support/invariant-observer.js';
+import { observeTestEnv } from './support/invariant-observer.js';
 
 t.test('--keep-source then --delete-only, one target removed and one replaced in between', async (t) => {
   const env = await setupTestEnv(t);
   t.equal((await runCli(['seed', '--count', '50', '--quiet'], { env: env.env })).code, 0);
   t.equal((await runCli(['plan'], { env: env.env })).code, 0);
-  const observer = startInvariantObserver({
-    databaseUrl: env.databaseUrl,
-    s3client: env.s3client,
-    sourceBucket: env.sourceBucket,
-    targetBucket: env.targetBucket,
-  });
+  const observer = observeTestEnv(t, env);
 
   const keep = await runCli(['execute', '--keep-source', '--threads', '2', '--batch-size', '7', '--quiet'], { env: env.env });
   t.equal(keep.code, 0, keep.stderr);
@@ -115,7 +110,7 @@ t.test('the runbook cycle: canary, keep-source, validate, delete-only, validate,
   const dry = await runCli(['execute', '--dry-run', '20'], { env: env.env });
   t.equal(dry.code, 0, dry.stderr);
 
-  const forward = startInvariantObserver({ databaseUrl: env.databaseUrl, s3client: env.s3client, sourceBucket: env.sourceBucket, targetBucket: env.targetBucket });
+  const forward = observeTestEnv(t, env);
   const canary = await runCli(['execute', '--keep-source', '--limit', '5', '--threads', '1'], { env: env.env });
   t.equal(canary.code, 0, canary.stderr);
   t.same(await ledgerStates(env.databaseUrl), { db_updated: 5, pending: 45 }, 'the canary moved 5 keys, sources kept');
@@ -140,14 +135,7 @@ t.test('the runbook cycle: canary, keep-source, validate, delete-only, validate,
   await forward.stop();
   t.same(forward.violations, [], `forward: no row ever named a missing object (${forward.checks} checks)`);
 
-  const backward = startInvariantObserver({
-    databaseUrl: env.databaseUrl,
-    s3client: env.s3client,
-    sourceBucket: env.targetBucket,
-    sourcePrefix: 'avatar/',
-    targetBucket: env.sourceBucket,
-    targetPrefix: 'image/',
-  });
+  const backward = observeTestEnv(t, env, { reverse: true });
   const revertCanary = await runCli(['revert', '--limit', '5'], { env: env.env });
   t.equal(revertCanary.code, 0, revertCanary.stderr);
   const revertAll = await runCli(['revert'], { env: env.env });

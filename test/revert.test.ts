@@ -11,18 +11,11 @@ import { runCli, spawnCli } from './helpers/cli.js';
 import { ledgerStates, query } from './helpers/db.js';
 import { listKeys, setupTestEnv, type TestEnv } from './helpers/services.js';
 import { startFaultProxy } from './support/fault-proxy.js';
-import { startInvariantObserver } from './support/invariant-observer.js';
+import { observeTestEnv } from './support/invariant-observer.js';
 
 /** The observer for a revert: "source" is where rows move off (the target prefix). */
 function observeRevert(env: TestEnv) {
-  return startInvariantObserver({
-    databaseUrl: env.databaseUrl,
-    s3client: env.s3client,
-    sourceBucket: env.targetBucket,
-    sourcePrefix: 'avatar/',
-    targetBucket: env.sourceBucket,
-    targetPrefix: 'image/',
-  });
+  return observeTestEnv(undefined, env, { reverse: true });
 }
 
 async function paths(env: TestEnv): Promise<string[]> {
@@ -160,7 +153,7 @@ t.test('a key revert gives up on in reverting (a row names its target in another
   // Before the fix, --retry-failed put the key back in `reverting`, which
   // execute never claims: it stayed there, and validate failed for ever
   // (the soak, seed 5004).
-  const forward = startInvariantObserver({ owner: t, databaseUrl: env.databaseUrl, s3client: env.s3client, sourceBucket: env.sourceBucket, targetBucket: env.targetBucket });
+  const forward = observeTestEnv(t, env);
   const retry = await runCli(['execute', '--retry-failed', '--quiet'], { env: env.env });
   await forward.stop();
   t.same(forward.violations, [], `execute: no row ever named a missing object (${forward.checks} checks)`);

@@ -3,7 +3,7 @@
  * the README section generated from them.
  */
 import fs from 'node:fs';
-import { DEFAULT_DEST_CHECK } from '../../src/execute/execute-config.js';
+import { DEFAULT_DEST_CHECK } from '../../src/copy/copy-config.js';
 import type { CeilingResult } from './ceiling.js';
 import type { ClaimResult } from './claims.js';
 import type { ProfileSummary } from './profile.js';

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import os from 'node:os';
 import { Command, Option } from 'commander';
 import { requireDatabaseUrl } from '../config/config.js';
-import { DEFAULT_DEST_CHECK, type DestCheck } from '../execute/execute-config.js';
+import { DEFAULT_DEST_CHECK, MAX_SINGLE_COPY, type DestCheck } from '../copy/copy-config.js';
 import type { ExecuteStage } from '../execute/stage.js';
 import { UsageError } from '../errors.js';
 import { enableJsonLogs } from '../util/json-log.js';
@@ -51,7 +51,7 @@ export function executeCommand(): Command {
       .option('--lease-seconds <n>', 'a claim not renewed for this long is taken over', intOption('--lease-seconds', 2, 86_400), 120)
       .option('--max-attempts <n>', 'failures of one key before it is failed', intOption('--max-attempts', 1, 1000), 5)
       .option('--backoff-seconds <n>', 'first wait before a failed key is retried (doubles each time)', intOption('--backoff-seconds', 0, 3600), 2)
-      .addOption(new Option('--multipart-threshold <size>', 'copy larger objects in parts (a size: 5GiB, 500MiB, 5G)').argParser(sizeOption('--multipart-threshold')).default(5 * 1024 ** 3, '5GiB'))
+      .addOption(new Option('--multipart-threshold <size>', 'copy larger objects in parts (a size: 5GiB, 500MiB, 5G)').argParser(sizeOption('--multipart-threshold')).default(MAX_SINGLE_COPY, '5GiB'))
       .addOption(new Option('--part-size <size>', 'part size of multipart copies (a size: 256MiB, 64M)').argParser(sizeOption('--part-size')).default(256 * 1024 ** 2, '256MiB'))
       .option('--max-rps <n>', 'S3 requests per second for this whole process: one token bucket shared by all its threads (0: no cap)', intOption('--max-rps', 0, 1_000_000), 0)
       .option('--limit <n>', 'process at most this many keys, then stop (a canary; 0: all)', intOption('--limit', 0, 2_000_000_000), 0)

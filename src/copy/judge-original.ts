@@ -1,16 +1,7 @@
-import { HeadObjectCommand, type HeadObjectCommandOutput, type S3Client } from '@aws-sdk/client-s3';
-import { s3ErrorCode, s3HttpStatus } from '../s3/errors.js';
-import type { AdaptiveLimiter } from '../s3/limiter.js';
-import { sendWithRetry, type RequestStats } from '../s3/retry.js';
+import type { HeadObjectCommandOutput } from '@aws-sdk/client-s3';
+import { headIfExists, type S3Lane } from '../s3/head-object.js';
 import { readProvenance, type ObjectRef } from './provenance.js';
 import { factsOf, judgeCopy, sameVersion, type Judgement } from './same-object.js';
-
-/** The S3 side `judgeOriginal` needs. */
-export interface S3Access {
-  s3: S3Client;
-  limiter: AdaptiveLimiter;
-  stats: RequestStats;
-}
 
 /**
  * `revert`: whether the object found at a key's original location is the
@@ -21,19 +12,13 @@ export interface S3Access {
  * the plan recorded (size, and ETag with `plan --list`).
  */
 export async function judgeOriginal(
-  ctx: S3Access,
+  ctx: S3Lane,
   original: ObjectRef,
   originalHead: HeadObjectCommandOutput,
   target: ObjectRef,
   recorded: { size: number | null; etag: string | null },
 ): Promise<Judgement> {
-  let targetHead: HeadObjectCommandOutput | undefined;
-  try {
-    targetHead = await sendWithRetry(ctx.limiter, ctx.stats, () => ctx.s3.send(new HeadObjectCommand({ Bucket: target.bucket, Key: target.key })));
-  } catch (err) {
-    const code = s3ErrorCode(err);
-    if (!(code === 'NotFound' || code === 'NoSuchKey' || s3HttpStatus(err) === 404)) throw err;
-  }
+  const targetHead = await headIfExists(ctx, target.bucket, target.key);
   if (targetHead && readProvenance(targetHead.Metadata)) {
     const verdict = judgeCopy(original, { fresh: factsOf(originalHead) }, factsOf(targetHead));
     if (verdict.same) return verdict;

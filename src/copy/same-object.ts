@@ -16,7 +16,7 @@
  * Equal sizes alone are never enough: a different object of the same size is
  * not a copy.
  */
-import type { EncryptionHeaders } from '../s3/object-attributes.js';
+import type { EncryptionHeaders } from './object-attributes.js';
 import { bareEtag, namesSource, readProvenance, type ObjectRef } from './provenance.js';
 
 /** What a HEAD (or a listing, or a copy's answer) says about an object. */

@@ -1,7 +1,7 @@
 import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { sql, type Kysely } from 'kysely';
 import type { MigrateConfig } from '../config/config.js';
-import { s3ErrorCode, s3HttpStatus } from '../s3/errors.js';
+import { isNotFound } from '../s3/errors.js';
 import { formatDuration, formatSize, out } from '../util/output.js';
 import { factsOf, judgeCopy } from '../copy/same-object.js';
 import type { ExecuteConfig } from './execute-config.js';
@@ -19,7 +19,7 @@ async function head(s3: S3Client, bucket: string, key: string) {
   try {
     return await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
   } catch (err) {
-    if (s3ErrorCode(err) === 'NotFound' || s3HttpStatus(err) === 404) return undefined;
+    if (isNotFound(err)) return undefined;
     throw err;
   }
 }

@@ -14,19 +14,20 @@ import { finishSuperseded, requeueFailed } from '../ledger/state-machine.js';
 import { addLogFields } from '../util/json-log.js';
 import { checkConditionalWrites, conditionalNote } from './check-conditional.js';
 import type { ConditionalSupport } from '../copy/probe-conditional.js';
-import { startMetrics } from './metrics.js';
+import { startMetrics } from '../telemetry/metrics.js';
 import { printRefusedDeletes } from './refused-deletes.js';
 import { createS3Client } from '../s3/client.js';
 import { SharedRateBucket } from '../s3/rate-bucket.js';
 import { checkLocation } from '../s3/preflight.js';
 import { formatDuration, formatRate, out } from '../util/output.js';
-import { createCounters, read, write } from './counters.js';
+import { handleStopSignals } from '../util/stop-signals.js';
+import { createCounters, read, write } from '../telemetry/counters.js';
 import { dryRun, dryRunTotals, printDryRun, printDryRunTotals } from './dry-run.js';
 import type { ExecuteConfig } from './execute-config.js';
 import { explainDbDenied, explainS3Denied, isS3AccessDenied } from './privilege-hint.js';
 import { stageWork, startProgress, type ProgressOptions } from './progress.js';
 import { stageStates } from './stage.js';
-import { attachTelemetry, createTelemetry, instrumentS3Client, readTelemetry } from './telemetry.js';
+import { attachTelemetry, createTelemetry, instrumentS3Client, readTelemetry } from '../telemetry/telemetry.js';
 import { printUnmovedKeys } from './unmoved-keys.js';
 import type { WorkerResult, WorkerTask } from './worker-loop.js';
 
@@ -62,18 +63,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
   attachTelemetry(telemetry);
   // Installed first: a Ctrl-C during the checks below must not kill the
   // process halfway either.
-  let signal: NodeJS.Signals | undefined;
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (signal) {
-      out.info('forced stop: leases of unfinished keys expire after --lease-seconds; run execute again to resume');
-      process.exit(sig === 'SIGINT' ? 130 : 143);
-    }
-    signal = sig;
-    write(counters, 'stop', 1);
-    out.info(`${sig}: finishing the batches in hand, then stopping (press Ctrl-C again to force)`);
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const stop = handleStopSignals('the batches in hand', 'run execute again to resume', () => write(counters, 'stop', 1));
   try {
     await checkConnection(db, url);
     // Every statement of the main thread rides out a dropped connection
@@ -206,7 +196,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
 
     const outcome = runOutcome('execute', {
       fatal,
-      signal,
+      signal: stop.received,
       keysFailed: (states.failed ?? 0) > 0 || (states.conflict ?? 0) > 0 || (states.archived ?? 0) > 0,
       failedHint: 'some keys failed, are in conflict or are archived: see bucket-migrate report; execute --retry-failed re-queues failed keys',
     });
@@ -215,8 +205,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     await withDbRetry(() => finishRun(db, schema, runId, status, exitCode, summary));
     return exitCode;
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    stop.dispose();
     await db.destroy();
   }
 }

@@ -21,17 +21,20 @@ import {
   type NamingRow,
 } from '../ledger/state-machine.js';
 import { commitIsolated } from './commit-isolated.js';
-import { copyObjects, type CopyContext } from './copy-objects.js';
-import { bump } from './counters.js';
-import { deleteSources } from './delete-sources.js';
-import { LeaseClock } from './lease-fence.js';
-import { verifyTargets } from './verify-targets.js';
+import type { WorkerS3 } from '../copy/copy-config.js';
+import { copyObjects } from '../copy/copy-object.js';
+import { bump } from '../telemetry/counters.js';
+import { deleteObjects } from '../copy/delete-objects.js';
+import { LeaseClock, renewWhileWorking } from '../ledger/lease-fence.js';
+import type { ExecuteConfig } from './execute-config.js';
+import { verifyTargets } from '../copy/verify-targets.js';
 import { fenceWaitMs, waitForOlderTransactions } from '../guard/guard.js';
 
 /** A worker's view of the world while it moves one batch. */
 export interface BatchContext {
   ledger: LedgerContext;
-  s3: CopyContext;
+  s3: WorkerS3;
+  config: ExecuteConfig;
   counters: Int32Array;
 }
 
@@ -46,7 +49,7 @@ export interface BatchContext {
  */
 export async function processBatch(ctx: BatchContext, rows: LedgerRow[], claimedAt = Date.now()): Promise<void> {
   const { ledger, counters } = ctx;
-  const { maxAttempts, backoffSeconds, leaseSeconds } = ctx.s3.config;
+  const { maxAttempts, backoffSeconds, leaseSeconds } = ctx.config;
   const byId = new Map(rows.map((r) => [r.id, r]));
   // `maxFailures` 1 makes a failure terminal at once (nothing to retry).
   const fail = async (failures: Array<{ id: number; error: string }>, maxFailures = maxAttempts) => {
@@ -59,20 +62,13 @@ export async function processBatch(ctx: BatchContext, rows: LedgerRow[], claimed
 
   // A long batch (big multipart copies, a slow server) must not lose its
   // lease to another worker halfway: renew it while we work. The lease's
-  // deadline is also kept here (src/execute/lease-fence.ts), counted from
+  // deadline is also kept here (src/ledger/lease-fence.ts), counted from
   // when each claim or renewal was sent: a renewal that finds a key leased
   // to another worker marks the lease lost, one that renews fewer keys than
   // the batch holds leaves the deadline where it was, and no destructive
   // step is sent past it.
   const lease = new LeaseClock(claimedAt, leaseSeconds);
-  const heartbeat = setInterval(() => {
-    const sentAt = Date.now();
-    const held = [...byId.keys()].filter((id) => !lease.released.has(id));
-    void withDbRetry(() => renewBatchLeases(ledger, held, leaseSeconds))
-      .then((renewed) => lease.heartbeat(sentAt, held.length, renewed))
-      .catch(() => undefined);
-  }, Math.max(1_000, (leaseSeconds * 1000) / 3));
-  heartbeat.unref();
+  const stopRenewing = renewWhileWorking(lease, [...byId.keys()], (held) => withDbRetry(() => renewBatchLeases(ledger, held, leaseSeconds)));
   try {
     // 1. pending → copied | conflict | missing
     const pending = await overwritable(ctx, rows.filter((r) => r.state === 'pending'), lease);
@@ -99,7 +95,7 @@ export async function processBatch(ctx: BatchContext, rows: LedgerRow[], claimed
 
     // 3. db_updated → done
     const justCommitted = committed.filter((c) => c.state === 'db_updated').map((c) => byId.get(c.id)!);
-    if (ctx.s3.config.stage === 'keep-source') {
+    if (ctx.config.stage === 'keep-source') {
       await withDbRetry(() => parkDbUpdated(ledger, justCommitted.map((r) => r.id)));
       return;
     }
@@ -123,7 +119,7 @@ export async function processBatch(ctx: BatchContext, rows: LedgerRow[], claimed
     const confirmed = new Set(await withDbRetry(() => confirmLeases(ledger, cleared, 'deleting', leaseSeconds, lease.marginSeconds)));
     lease.renewedAt(sentAt);
     const toDelete = cleared.filter((id) => confirmed.has(id)).map((id) => byId.get(id)!);
-    const deleted = await deleteSources(ctx.s3, toDelete, lease);
+    const deleted = await deleteObjects(ctx.s3, ctx.config.migrate.source.bucket, toDelete.map((r) => ({ id: r.id, key: r.src_key })), lease, 'delete');
     const done = await withDbRetry(() => markDone(ledger, deleted.deleted));
     bump(counters, 'done', done.length);
     if (ledger.guard === 'index' && done.length > 0) {
@@ -136,7 +132,7 @@ export async function processBatch(ctx: BatchContext, rows: LedgerRow[], claimed
     await fail(deleted.failed);
     if (deleted.fatal) throw new FatalError(deleted.fatal);
   } finally {
-    clearInterval(heartbeat);
+    stopRenewing();
   }
 }
 
@@ -149,7 +145,7 @@ export async function processBatch(ctx: BatchContext, rows: LedgerRow[], claimed
  * object (the destination is checked first), so there is nothing to fence.
  */
 async function overwritable(ctx: BatchContext, pending: LedgerRow[], lease: LeaseClock): Promise<LedgerRow[]> {
-  if (!ctx.s3.config.overwrite || pending.length === 0) return pending;
+  if (!ctx.config.overwrite || pending.length === 0) return pending;
   const sentAt = Date.now();
   const ids = pending.map((r) => r.id);
   const confirmed = new Set(await withDbRetry(() => confirmLeases(ctx.ledger, ids, 'pending', lease.leaseSeconds, lease.marginSeconds)));

@@ -1,9 +1,9 @@
 import { sql, type Kysely } from 'kysely';
 import { formatDuration, formatRate, out } from '../util/output.js';
 import type { LiveState } from '../ledger/state-machine.js';
-import { read, type CounterName } from './counters.js';
+import { read, type CounterName } from '../telemetry/counters.js';
 import { stageStates, type ExecuteStage } from './stage.js';
-import { s3Stall } from './telemetry.js';
+import { s3Stall } from '../telemetry/telemetry.js';
 import { describeWaiting } from './waiting.js';
 
 /** How `execute` shows progress. */

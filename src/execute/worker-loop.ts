@@ -10,11 +10,11 @@ import { createS3Client } from '../s3/client.js';
 import { AdaptiveLimiter } from '../s3/limiter.js';
 import { SharedRateBucket } from '../s3/rate-bucket.js';
 import type { RequestStats } from '../s3/retry.js';
-import { COUNTER, bump, read, write } from './counters.js';
+import { COUNTER, bump, read, write } from '../telemetry/counters.js';
 import type { ExecuteConfig } from './execute-config.js';
 import { processBatch, type BatchContext } from './process-batch.js';
 import { stageStates } from './stage.js';
-import { attachTelemetry, instrumentS3Client, recordPgStatement } from './telemetry.js';
+import { attachTelemetry, instrumentS3Client, recordPgStatement } from '../telemetry/telemetry.js';
 import type { GuardMode } from '../guard/guard.js';
 
 /** What a worker thread hands to the main thread when it ends. */
@@ -78,7 +78,7 @@ export async function runWorker(task: WorkerTask): Promise<WorkerResult> {
     locations: { source: config.migrate.source, target: config.migrate.target },
     me: `${config.processId}/w${task.workerIndex}-t${threadId}`,
   };
-  const ctx: BatchContext = { ledger, s3: { s3, limiter, stats, config }, counters };
+  const ctx: BatchContext = { ledger, s3: { s3, limiter, stats, config }, config, counters };
   const stopping = () => read(counters, 'stop') === 1;
   const states = stageStates(config.stage);
   const result: WorkerResult = { stats };

@@ -1,10 +1,11 @@
-import { DeleteObjectsCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import { withDbRetry } from '../db/retry.js';
 import { FatalError } from '../errors.js';
 import { judgeOriginal } from '../copy/judge-original.js';
-import { copyObject, type CopyContext } from '../execute/copy-objects.js';
-import { classifyS3Error, describeS3Error, s3ErrorCode, s3HttpStatus } from '../s3/errors.js';
-import { sendWithRetry } from '../s3/retry.js';
+import { copyObject } from '../copy/copy-object.js';
+import { deleteObjects } from '../copy/delete-objects.js';
+import type { WorkerS3 } from '../copy/copy-config.js';
+import { classifyS3Error, describeS3Error } from '../s3/errors.js';
+import { headIfExists } from '../s3/head-object.js';
 import {
   confirmLeases,
   findNamingRows,
@@ -19,7 +20,7 @@ import {
   type LedgerRow,
   type RevertRow,
 } from '../ledger/state-machine.js';
-import { LeaseTooShort, type LeaseClock } from '../execute/lease-fence.js';
+import type { LeaseClock } from '../ledger/lease-fence.js';
 import { fenceWaitMs, waitForOlderTransactions } from '../guard/guard.js';
 
 /** What one revert batch did, for the run's totals. */
@@ -38,17 +39,12 @@ export interface RevertTally {
 export interface RevertContext {
   ledger: LedgerContext;
   /** Its config names the migration's target as `source` and vice versa: a copy back is a copy. */
-  back: CopyContext;
+  back: WorkerS3;
   maxAttempts: number;
   backoffSeconds: number;
 }
 
 type Step = { kind: 'rows'; id: number; deleteTarget: boolean } | { kind: 'fail'; id: number; error: string; terminal: boolean };
-
-const isNotFound = (err: unknown) => {
-  const code = s3ErrorCode(err);
-  return code === 'NotFound' || code === 'NoSuchKey' || s3HttpStatus(err) === 404;
-};
 
 /**
  * Reverts one claimed batch: for each key, make sure its source exists (copy
@@ -96,7 +92,8 @@ export async function revertBatch(ctx: RevertContext, rows: RevertRow[], tally: 
   const confirmed = new Set(await withDbRetry(() => confirmLeases(ledger, cleared, 'reverting', lease.leaseSeconds, lease.marginSeconds)));
   lease.renewedAt(sentAt);
   const toDelete = cleared.filter((id) => confirmed.has(id)).map((id) => byId.get(id)!);
-  const deleted = await deleteTargets(ctx, toDelete, lease);
+  // The copy back's `source` bucket is the migration's target.
+  const deleted = await deleteObjects(ctx.back, ctx.back.config.migrate.source.bucket, toDelete.map((r) => ({ id: r.id, key: r.dst_key })), lease, 'delete target');
   const reverted = await withDbRetry(() => markReverted(ledger, deleted.deleted));
   tally.reverted += reverted.length;
   if (ledger.guard === 'index' && reverted.length > 0) tally.repaired += await withDbRetry(() => repairAfterDelete(ledger, reverted, 'target'));
@@ -155,15 +152,15 @@ async function checkTargets(ctx: RevertContext, ids: number[], lease: LeaseClock
 async function ensureSource(ctx: RevertContext, row: RevertRow): Promise<Step> {
   const bucket = ctx.back.config.migrate.target.bucket;
   try {
-    const head = await sendWithRetry(ctx.back.limiter, ctx.back.stats, () => ctx.back.s3.send(new HeadObjectCommand({ Bucket: bucket, Key: row.src_key })));
-    const verdict = await judgeOriginal(ctx.back, { bucket, key: row.src_key }, head, { bucket: ctx.back.config.migrate.source.bucket, key: row.dst_key }, { size: row.src_size, etag: row.src_etag });
-    if (!verdict.same) return { kind: 'fail', id: row.id, terminal: true, error: `source s3://${bucket}/${row.src_key} ${verdict.reason}: rows left on the target` };
-    return { kind: 'rows', id: row.id, deleteTarget: row.state === 'done' };
-  } catch (err) {
-    if (!isNotFound(err)) {
-      const kind = classifyS3Error(err);
-      return { kind: 'fail', id: row.id, terminal: false, error: `${kind === 'fatal' ? 'fatal: ' : ''}check source: ${describeS3Error(err)}` };
+    const head = await headIfExists(ctx.back, bucket, row.src_key);
+    if (head) {
+      const verdict = await judgeOriginal(ctx.back, { bucket, key: row.src_key }, head, { bucket: ctx.back.config.migrate.source.bucket, key: row.dst_key }, { size: row.src_size, etag: row.src_etag });
+      if (!verdict.same) return { kind: 'fail', id: row.id, terminal: true, error: `source s3://${bucket}/${row.src_key} ${verdict.reason}: rows left on the target` };
+      return { kind: 'rows', id: row.id, deleteTarget: row.state === 'done' };
     }
+  } catch (err) {
+    const kind = classifyS3Error(err);
+    return { kind: 'fail', id: row.id, terminal: false, error: `${kind === 'fatal' ? 'fatal: ' : ''}check source: ${describeS3Error(err)}` };
   }
   // The source is gone: copy the target back, with execute's own copy (same
   // checks, same fidelity), the ledger row seen from the other side.
@@ -195,41 +192,4 @@ async function ensureSource(ctx: RevertContext, row: RevertRow): Promise<Step> {
     default:
       return { kind: 'fail', id: row.id, terminal: true, error: `copy back: ${JSON.stringify(outcome)}` };
   }
-}
-
-/** Deletes target copies, 1,000 keys a request; per-key errors fail those keys only. */
-async function deleteTargets(
-  ctx: RevertContext,
-  rows: RevertRow[],
-  lease: LeaseClock,
-): Promise<{ deleted: number[]; failed: Array<{ id: number; error: string }>; skipped: number[]; fatal?: string }> {
-  const outcome: { deleted: number[]; failed: Array<{ id: number; error: string }>; skipped: number[]; fatal?: string } = { deleted: [], failed: [], skipped: [] };
-  const bucket = ctx.back.config.migrate.source.bucket;
-  for (let i = 0; i < rows.length; i += 1_000) {
-    const chunk = rows.slice(i, i + 1_000);
-    try {
-      // Fencing, as for execute's deletes: sent only while the lease, counted
-      // locally from the confirming statement, leaves room for the request.
-      const result = await sendWithRetry(ctx.back.limiter, ctx.back.stats, () =>
-        ctx.back.s3.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: chunk.map((r) => ({ Key: r.dst_key })) , Quiet: true } }), {
-          abortSignal: lease.destructiveSignal(),
-        }),
-      );
-      const errors = new Map((result.Errors ?? []).map((e) => [e.Key, `${e.Code ?? 'Error'}: ${e.Message ?? ''}`.trim()]));
-      for (const row of chunk) {
-        const error = errors.get(row.dst_key);
-        if (error) outcome.failed.push({ id: row.id, error: `delete target: ${error}` });
-        else outcome.deleted.push(row.id);
-      }
-    } catch (err) {
-      if (err instanceof LeaseTooShort) {
-        outcome.skipped.push(...chunk.map((r) => r.id));
-        continue;
-      }
-      const error = `delete target: ${describeS3Error(err)}`;
-      if (classifyS3Error(err) === 'fatal') outcome.fatal = error;
-      for (const row of chunk) outcome.failed.push({ id: row.id, error });
-    }
-  }
-  return outcome;
 }

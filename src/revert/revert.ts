@@ -7,9 +7,9 @@ import { withDbRetry } from '../db/retry.js';
 import { inspectTable } from '../db/table-info.js';
 import { UsageError } from '../errors.js';
 import { sql } from 'kysely';
-import { LeaseClock } from '../execute/lease-fence.js';
+import { MAX_SINGLE_COPY, type CopyConfig } from '../copy/copy-config.js';
+import { LeaseClock, renewWhileWorking } from '../ledger/lease-fence.js';
 import { chooseGuard, describeGuard, guardStatus, type GuardMode } from '../guard/guard.js';
-import type { ExecuteConfig } from '../execute/execute-config.js';
 import { bindLedgerConfig, ledgerExists } from '../ledger/ledger-config.js';
 import { releaseLeasesOfGoneRuns, watchGoneRuns } from '../ledger/gone-runs.js';
 import { countStates, finishRun, runOutcome, startHeartbeat, startRun } from '../ledger/runs.js';
@@ -24,13 +24,14 @@ import {
   requeueRevertFailed,
 } from '../ledger/state-machine.js';
 import { createS3Client } from '../s3/client.js';
-import { startMetrics, type MetricsServer } from '../execute/metrics.js';
-import { attachTelemetry, createTelemetry, instrumentS3Client, recordPgStatement } from '../execute/telemetry.js';
+import { startMetrics, type MetricsServer } from '../telemetry/metrics.js';
+import { attachTelemetry, createTelemetry, instrumentS3Client, recordPgStatement } from '../telemetry/telemetry.js';
 import { AdaptiveLimiter } from '../s3/limiter.js';
 import { checkLocation } from '../s3/preflight.js';
 import type { RequestStats } from '../s3/retry.js';
 import { addLogFields } from '../util/json-log.js';
 import { formatDuration, out } from '../util/output.js';
+import { handleStopSignals } from '../util/stop-signals.js';
 import { revertBatch, type RevertTally } from './revert-batch.js';
 
 /** Settings of one `revert` run. */
@@ -72,14 +73,7 @@ export async function revert(config: RevertConfig): Promise<number> {
   attachTelemetry(telemetry);
   const db = createDatabase({ url, max: 4, applicationName: 'bucket-migrate revert', onStatement: recordPgStatement });
   let metrics: MetricsServer | undefined;
-  let signal: NodeJS.Signals | undefined;
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (signal) process.exit(sig === 'SIGINT' ? 130 : 143);
-    signal = sig;
-    out.info(`${sig}: finishing the batch in hand, then stopping (press Ctrl-C again to force)`);
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const stop = handleStopSignals('the batch in hand', 'run revert again to resume');
   const s3 = createS3Client(config.migrate.s3, { maxSockets: config.concurrency });
   instrumentS3Client(s3);
   try {
@@ -147,22 +141,12 @@ export async function revert(config: RevertConfig): Promise<number> {
         locations: { source: config.migrate.source, target: config.migrate.target },
       };
       // The copy back is execute's copy with source and target swapped.
-      const back: ExecuteConfig = {
-        migrate: { ...config.migrate, source: config.migrate.target, target: config.migrate.source },
-        threads: 1,
-        concurrency: config.concurrency,
-        batchSize: config.batchSize,
-        pipeline: 1,
-        leaseSeconds: config.leaseSeconds,
-        maxAttempts: config.maxAttempts,
-        multipartThreshold: 5 * 1024 ** 3,
+      const back: CopyConfig = {
+        migrate: { source: config.migrate.target, target: config.migrate.source },
+        multipartThreshold: MAX_SINGLE_COPY,
         partSize: 256 * 1024 ** 2,
         overwrite: false,
         destCheck: 'head',
-        maxRps: 0,
-        backoffSeconds: config.backoffSeconds,
-        limit: 0,
-        processId: config.processId,
       };
       const ctx = { ledger, back: { s3, limiter, stats, config: back }, maxAttempts: config.maxAttempts, backoffSeconds: config.backoffSeconds };
       const started = Date.now();
@@ -176,26 +160,21 @@ export async function revert(config: RevertConfig): Promise<number> {
           // The lease as this process sees it (see LeaseClock): a renewal that
           // finds a key taken stops the batch's destructive steps.
           const lease = new LeaseClock(claimedAt, config.leaseSeconds);
-          const heartbeat = setInterval(() => {
-            const sentAt = Date.now();
-            void withDbRetry(() => renewBatchLeases(ledger, ids, config.leaseSeconds))
-              .then((renewed) => lease.heartbeat(sentAt, ids.length, renewed))
-              .catch(() => undefined);
-          }, Math.max(1_000, (config.leaseSeconds * 1000) / 3));
+          const stopRenewing = renewWhileWorking(lease, ids, (held) => withDbRetry(() => renewBatchLeases(ledger, held, config.leaseSeconds)));
           try {
             await revertBatch(ctx, rows, tally, lease);
           } catch (err) {
             await releaseRevertLeases(ledger, ids).catch(() => undefined);
             throw err;
           } finally {
-            clearInterval(heartbeat);
+            stopRenewing();
           }
           if (!config.quiet && Date.now() - lastProgress > 5_000) {
             lastProgress = Date.now();
             out.info(`revert: ${tally.reverted} keys reverted, ${tally.failed} given up on`);
           }
         };
-        while (!signal) {
+        while (!stop.received) {
           const want = config.limit > 0 ? Math.min(config.batchSize, config.limit - claimed) : config.batchSize;
           if (want <= 0) break;
           const claimedAt = Date.now();
@@ -213,7 +192,7 @@ export async function revert(config: RevertConfig): Promise<number> {
         // its keys back (a long application transaction, a lost lease), or a
         // `--limit` reached, leaves them `reverting`, and nothing but a
         // revert finishes them. Passes are bounded; what is left is reported.
-        for (let pass = 0; !signal && pass < 10; pass++) {
+        for (let pass = 0; !stop.received && pass < 10; pass++) {
           const claimedAt = Date.now();
           const rows = await withDbRetry(() => claimRevert(ledger, config.batchSize, config.leaseSeconds, config.maxAttempts, true));
           if (rows.length === 0) break;
@@ -240,11 +219,11 @@ export async function revert(config: RevertConfig): Promise<number> {
       }
 
       const halfway = states.reverting ?? 0;
-      if (halfway > 0 && !signal && !fatal) {
+      if (halfway > 0 && !stop.received && !fatal) {
         // Not a failure by itself: another revert may hold them right now.
         out.info(`${halfway} keys are still reverting (rows moved back, the copy not deleted yet): if no other revert is running, run bucket-migrate revert again to finish them`);
       }
-      const { status, exitCode } = runOutcome('revert', { fatal, signal, keysFailed: given.total > 0 });
+      const { status, exitCode } = runOutcome('revert', { fatal, signal: stop.received, keysFailed: given.total > 0 });
       await finishRun(db, schema, runId, status, exitCode, { seconds, ...tally, requests: stats.requests, states });
       return exitCode;
     } finally {
@@ -252,8 +231,7 @@ export async function revert(config: RevertConfig): Promise<number> {
       await reaper.stop();
     }
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    stop.dispose();
     await metrics?.stop();
     s3.destroy();
     await db.destroy();

@@ -56,6 +56,12 @@ export function s3HttpStatus(err: unknown): number | undefined {
   return (err as SdkError)?.$metadata?.httpStatusCode;
 }
 
+/** The object (or the key) does not exist: a HEAD answers a bare 404 `NotFound`, a GET `NoSuchKey`. */
+export function isNotFound(err: unknown): boolean {
+  const code = s3ErrorCode(err);
+  return code === 'NotFound' || code === 'NoSuchKey' || s3HttpStatus(err) === 404;
+}
+
 /** Decides whether an S3 error is retried, ends the run, or fails the key. */
 export function classifyS3Error(err: unknown): S3ErrorKind {
   const code = s3ErrorCode(err);

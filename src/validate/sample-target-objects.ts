@@ -1,10 +1,11 @@
-import { HeadObjectCommand, type HeadObjectCommandOutput } from '@aws-sdk/client-s3';
+import type { HeadObjectCommandOutput } from '@aws-sdk/client-s3';
 import { sql } from 'kysely';
 import { regclassName } from '../config/identifiers.js';
 import { FatalError } from '../errors.js';
-import { describeS3Error, s3ErrorCode, s3HttpStatus } from '../s3/errors.js';
+import { describeS3Error } from '../s3/errors.js';
+import { headIfExists } from '../s3/head-object.js';
 import { AdaptiveLimiter } from '../s3/limiter.js';
-import { sendWithRetry, type RequestStats } from '../s3/retry.js';
+import type { RequestStats } from '../s3/retry.js';
 import { TARGET_OBJECTS, targetRowsQuery } from './check-target-objects.js';
 import { mismatch } from './object-match.js';
 import { brokenReason, objectUrl } from './spellings.js';
@@ -37,11 +38,9 @@ export async function sampleTargetObjects(ctx: ValidateContext, sample: number, 
     rows.map(async (row) => {
       let head: HeadObjectCommandOutput | undefined;
       try {
-        head = await sendWithRetry(limiter, stats, () => ctx.s3.send(new HeadObjectCommand({ Bucket: config.target.bucket, Key: row.key })));
+        head = await headIfExists({ s3: ctx.s3, limiter, stats }, config.target.bucket, row.key);
       } catch (err) {
-        if (s3ErrorCode(err) !== 'NotFound' && s3ErrorCode(err) !== 'NoSuchKey' && s3HttpStatus(err) !== 404) {
-          throw new FatalError(`HEAD s3://${config.target.bucket}/${row.key} failed: ${describeS3Error(err)}`);
-        }
+        throw new FatalError(`HEAD s3://${config.target.bucket}/${row.key} failed: ${describeS3Error(err)}`);
       }
       if (!head) {
         const missingObject = objectUrl(config.target, row.key);

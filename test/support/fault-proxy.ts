@@ -63,6 +63,22 @@ const RANDOM_FAULTS: Array<[Fault, keyof FaultConfig]> = [
   ['truncate', 'truncateRate'],
 ];
 
+/**
+ * A fault proxy in front of a test environment's S3 server, closed when
+ * `owner` (a tap test) ends, and the CLI environment (`S3_ENDPOINT`) that
+ * sends the tool's requests through it. Observers and fixtures keep
+ * talking to the server directly.
+ */
+export async function proxyTestEnv(
+  owner: { teardown(fn: () => unknown): void },
+  env: { env: NodeJS.ProcessEnv; s3: { endpoint: string } },
+  initial: FaultConfig = {},
+): Promise<{ proxy: FaultProxy; cliEnv: NodeJS.ProcessEnv }> {
+  const proxy = await startFaultProxy(env.s3.endpoint, initial);
+  owner.teardown(() => proxy.close());
+  return { proxy, cliEnv: { ...env.env, S3_ENDPOINT: proxy.endpoint } };
+}
+
 /** Starts the proxy on 127.0.0.1, on a free port, forwarding to `upstream` (http://host:port). */
 export async function startFaultProxy(upstream: string, initial: FaultConfig = {}): Promise<FaultProxy> {
   const target = new URL(upstream);

@@ -70,6 +70,32 @@ export interface InvariantObserverOptions {
   owner?: { teardown(fn: () => unknown): void };
 }
 
+/** What a test environment (test/helpers/services.ts `TestEnv`) gives the observer. */
+export interface ObservedEnv {
+  databaseUrl: string;
+  s3client: S3Client;
+  sourceBucket: string;
+  targetBucket: string;
+}
+
+/**
+ * The observer of a test environment's table and buckets, halted when
+ * `owner` ends. Forward, keys move from `image/` in the source bucket to
+ * `avatar/` in the target bucket; `reverse` (a revert) swaps the two
+ * locations: rows move back from the target prefix to the source prefix.
+ */
+export function observeTestEnv(
+  owner: InvariantObserverOptions['owner'],
+  env: ObservedEnv,
+  options: { reverse?: boolean } & Partial<InvariantObserverOptions> = {},
+): InvariantObserver {
+  const { reverse, ...rest } = options;
+  const locations = reverse
+    ? { sourceBucket: env.targetBucket, sourcePrefix: 'avatar/', targetBucket: env.sourceBucket, targetPrefix: 'image/' }
+    : { sourceBucket: env.sourceBucket, targetBucket: env.targetBucket };
+  return startInvariantObserver({ owner, databaseUrl: env.databaseUrl, s3client: env.s3client, ...locations, ...rest });
+}
+
 /** A row proven to name a missing object. */
 export interface Violation {
   /** When the listing that found the object missing was made (ISO 8601). */

@@ -1,8 +1,8 @@
-import { CopyObjectCommand, HeadObjectCommand, type HeadObjectCommandOutput, type S3Client } from '@aws-sdk/client-s3';
+import { CopyObjectCommand, type HeadObjectCommandOutput } from '@aws-sdk/client-s3';
 import type { LedgerRow } from '../ledger/state-machine.js';
 import { encodeCopySource } from '../s3/copy-source.js';
-import { classifyS3Error, describeS3Error, s3ErrorCode, s3HttpStatus } from '../s3/errors.js';
-import type { AdaptiveLimiter } from '../s3/limiter.js';
+import { classifyS3Error, describeS3Error, isNotFound, s3ErrorCode, s3HttpStatus } from '../s3/errors.js';
+import { headIfExists } from '../s3/head-object.js';
 import { multipartCopy } from '../s3/multipart-copy.js';
 import {
   SSE_C_REASON,
@@ -14,14 +14,14 @@ import {
   refusalFor,
   type CopyEncryption,
   type EncryptionHeaders,
-} from '../s3/object-attributes.js';
-import { bareEtag, withProvenance } from '../copy/provenance.js';
-import { factsOf, judgeCopy, verifyCopy } from '../copy/same-object.js';
-import { sendWithRetry, type RequestStats } from '../s3/retry.js';
+} from './object-attributes.js';
+import { sendWithRetry } from '../s3/retry.js';
+import { bareEtag, withProvenance } from './provenance.js';
+import { factsOf, judgeCopy, verifyCopy } from './same-object.js';
 import { listDestinations, type DestinationListing } from './dest-listing.js';
-import type { ExecuteConfig } from './execute-config.js';
-import { LeaseTooShort, type LeaseClock } from './lease-fence.js';
-import { recordBytesCopied } from './telemetry.js';
+import type { WorkerS3 } from './copy-config.js';
+import { LeaseTooShort, type LeaseClock } from '../ledger/lease-fence.js';
+import { recordBytesCopied } from '../telemetry/telemetry.js';
 
 /** What happened to one pending key's copy. */
 export type CopyOutcome =
@@ -30,16 +30,9 @@ export type CopyOutcome =
   /** `terminal`: retrying cannot help (verification failed, SSE-C source): failed at once. */
   | { kind: 'failed'; id: number; error: string; terminal?: boolean }
   | { kind: 'fatal'; id: number; error: string }
-  /** An overwriting copy not sent: the lease was lost or left no room (src/execute/lease-fence.ts); the key is given back as it is. */
+  /** An overwriting copy not sent: the lease was lost or left no room (src/ledger/lease-fence.ts); the key is given back as it is. */
   | { kind: 'unfenced'; id: number };
 
-/** The S3 side of a worker: its client, limiter and counters. */
-export interface CopyContext {
-  s3: S3Client;
-  limiter: AdaptiveLimiter;
-  stats: RequestStats;
-  config: ExecuteConfig;
-}
 
 /**
  * Copies every pending row of a batch, concurrently within the limiter. With
@@ -48,23 +41,9 @@ export interface CopyContext {
  * copy may replace what is at its destination, so, like a delete, it is
  * sent only within `lease` (see {@link copyObject}).
  */
-export async function copyObjects(ctx: CopyContext, rows: LedgerRow[], lease?: Pick<LeaseClock, 'destructiveSignal'>): Promise<CopyOutcome[]> {
+export async function copyObjects(ctx: WorkerS3, rows: LedgerRow[], lease?: Pick<LeaseClock, 'destructiveSignal'>): Promise<CopyOutcome[]> {
   const listing = ctx.config.destCheck === 'list' && !ctx.config.overwrite ? await listDestinations(ctx, rows) : undefined;
   return Promise.all(rows.map((row) => copyObject(ctx, row, listing, lease)));
-}
-
-function isNotFound(err: unknown): boolean {
-  const code = s3ErrorCode(err);
-  return code === 'NotFound' || code === 'NoSuchKey' || s3HttpStatus(err) === 404;
-}
-
-async function head(ctx: CopyContext, bucket: string, key: string): Promise<HeadObjectCommandOutput | undefined> {
-  try {
-    return await sendWithRetry(ctx.limiter, ctx.stats, () => ctx.s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key })));
-  } catch (err) {
-    if (isNotFound(err)) return undefined;
-    throw err;
-  }
 }
 
 /**
@@ -87,11 +66,11 @@ async function head(ctx: CopyContext, bucket: string, key: string): Promise<Head
  *
  * With `--overwrite` and a `lease`, the request that replaces the
  * destination (CopyObject, or CompleteMultipartUpload) leaves only within
- * the lease and carries its abort timeout (src/execute/lease-fence.ts): a
+ * the lease and carries its abort timeout (src/ledger/lease-fence.ts): a
  * worker that wakes past its lease does not overwrite what another worker,
  * or the application, has put there since; the key comes back `unfenced`.
  */
-export async function copyObject(ctx: CopyContext, row: LedgerRow, listing?: DestinationListing, lease?: Pick<LeaseClock, 'destructiveSignal'>): Promise<CopyOutcome> {
+export async function copyObject(ctx: WorkerS3, row: LedgerRow, listing?: DestinationListing, lease?: Pick<LeaseClock, 'destructiveSignal'>): Promise<CopyOutcome> {
   const { config } = ctx;
   const fenced = config.overwrite && lease ? () => lease.destructiveSignal() : () => undefined;
   const src = { bucket: config.migrate.source.bucket, key: row.src_key };
@@ -99,7 +78,7 @@ export async function copyObject(ctx: CopyContext, row: LedgerRow, listing?: Des
   try {
     // `head`, and `list` for a key the batch's listing did not show absent.
     if (!config.overwrite && config.destCheck !== 'conditional' && listing?.lookup(dst.key) !== 'absent') {
-      const existing = await head(ctx, dst.bucket, dst.key);
+      const existing = await headIfExists(ctx, dst.bucket, dst.key);
       if (existing) return await resolveExisting(ctx, row, existing);
     }
     const sourceHead = await headSource(ctx, src.bucket, src.key);
@@ -132,7 +111,7 @@ export async function copyObject(ctx: CopyContext, row: LedgerRow, listing?: Des
       });
       recordBytesCopied(size);
       // A multipart ETag is not an MD5: the destination's size is the check.
-      const copy = await head(ctx, dst.bucket, dst.key);
+      const copy = await headIfExists(ctx, dst.bucket, dst.key);
       const verdict = verifyCopy(expected, { size: copy?.ContentLength ?? -1, etag: copy?.ETag, encryption: copy });
       if (verdict.ok !== true) return verificationFailed(row, verdict);
       if (copy && !encryptionMatches(encryption, copy)) return verificationFailed(row, encryptionMismatch(encryption, copy));
@@ -167,7 +146,7 @@ export async function copyObject(ctx: CopyContext, row: LedgerRow, listing?: Des
     recordBytesCopied(size);
     let verdict = verifyCopy(expected, { etag: copied.CopyObjectResult?.ETag, encryption: copied });
     if (verdict.ok === 'need-size') {
-      const copy = await head(ctx, dst.bucket, dst.key);
+      const copy = await headIfExists(ctx, dst.bucket, dst.key);
       verdict = verifyCopy(expected, { size: copy?.ContentLength ?? -1, etag: copy?.ETag, encryption: copy });
     }
     if (verdict.ok !== true) return verificationFailed(row, verdict);
@@ -192,9 +171,9 @@ export async function copyObject(ctx: CopyContext, row: LedgerRow, listing?: Des
 /** A HEAD of the source answered with a bare 400: on S3 that is an SSE-C object read without its key. */
 class SseCRefusal extends Error {}
 
-async function headSource(ctx: CopyContext, bucket: string, key: string): Promise<HeadObjectCommandOutput | undefined> {
+async function headSource(ctx: WorkerS3, bucket: string, key: string): Promise<HeadObjectCommandOutput | undefined> {
   try {
-    return await head(ctx, bucket, key);
+    return await headIfExists(ctx, bucket, key);
   } catch (err) {
     if (isSseCError(err, true)) throw new SseCRefusal(describeS3Error(err));
     throw err;
@@ -225,9 +204,9 @@ function failure(row: LedgerRow, err: unknown): CopyOutcome {
  * what the plan listed, and accepted only with evidence that it is this
  * source's copy.
  */
-async function resolveExisting(ctx: CopyContext, row: LedgerRow, existing: HeadObjectCommandOutput): Promise<CopyOutcome> {
+async function resolveExisting(ctx: WorkerS3, row: LedgerRow, existing: HeadObjectCommandOutput): Promise<CopyOutcome> {
   const sourceRef = { bucket: ctx.config.migrate.source.bucket, key: row.src_key };
-  const source = await head(ctx, sourceRef.bucket, sourceRef.key);
+  const source = await headIfExists(ctx, sourceRef.bucket, sourceRef.key);
   const verdict = judgeCopy(
     sourceRef,
     source ? { fresh: factsOf(source) } : { planned: { size: row.src_size, etag: row.src_etag } },
@@ -244,8 +223,8 @@ async function resolveExisting(ctx: CopyContext, row: LedgerRow, existing: HeadO
 }
 
 /** The source is gone: fine if the destination already holds it. */
-async function resolveMissingSource(ctx: CopyContext, row: LedgerRow): Promise<CopyOutcome> {
-  const existing = await head(ctx, ctx.config.migrate.target.bucket, row.dst_key);
+async function resolveMissingSource(ctx: WorkerS3, row: LedgerRow): Promise<CopyOutcome> {
+  const existing = await headIfExists(ctx, ctx.config.migrate.target.bucket, row.dst_key);
   if (existing) return resolveExisting(ctx, row, existing);
   return { kind: 'missing', id: row.id, reason: 'source object does not exist' };
 }
@@ -254,10 +233,10 @@ async function resolveMissingSource(ctx: CopyContext, row: LedgerRow): Promise<C
  * A 412: either the destination appeared (`If-None-Match`) or the source
  * changed since the plan (`CopySourceIfMatch`).
  */
-async function resolvePrecondition(ctx: CopyContext, row: LedgerRow): Promise<CopyOutcome> {
-  const existing = await head(ctx, ctx.config.migrate.target.bucket, row.dst_key);
+async function resolvePrecondition(ctx: WorkerS3, row: LedgerRow): Promise<CopyOutcome> {
+  const existing = await headIfExists(ctx, ctx.config.migrate.target.bucket, row.dst_key);
   if (existing && !ctx.config.overwrite) return resolveExisting(ctx, row, existing);
-  const source = await head(ctx, ctx.config.migrate.source.bucket, row.src_key);
+  const source = await headIfExists(ctx, ctx.config.migrate.source.bucket, row.src_key);
   if (!source) return resolveMissingSource(ctx, row);
   return {
     kind: 'failed',

@@ -1,5 +1,5 @@
 import type { S3Client } from '@aws-sdk/client-s3';
-import { isThrottle, s3ErrorCode, s3HttpStatus } from '../s3/errors.js';
+import { isThrottle, s3HttpStatus } from '../s3/errors.js';
 
 /**
  * Request-level figures that every worker thread records into one

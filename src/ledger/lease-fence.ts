@@ -73,3 +73,28 @@ export class LeaseTooShort extends Error {
     this.name = 'LeaseTooShort';
   }
 }
+
+/**
+ * Keeps a batch's leases renewed while the batch is worked on: a long batch
+ * (big multipart copies, a slow server) must not lose its keys to another
+ * worker halfway. Every third of the lease (at least a second apart) the
+ * keys of `ids` not yet given back are renewed with `renew` (one statement),
+ * and its answer moves the local deadline (see {@link LeaseClock.heartbeat}).
+ * A renewal that fails is let go: the deadline simply does not move. Returns
+ * the function that stops the renewals.
+ */
+export function renewWhileWorking(
+  lease: LeaseClock,
+  ids: number[],
+  renew: (held: number[]) => Promise<{ renewed: number; lost: number }>,
+): () => void {
+  const timer = setInterval(() => {
+    const sentAt = Date.now();
+    const held = ids.filter((id) => !lease.released.has(id));
+    void renew(held)
+      .then((result) => lease.heartbeat(sentAt, held.length, result))
+      .catch(() => undefined);
+  }, Math.max(1_000, (lease.leaseSeconds * 1000) / 3));
+  timer.unref();
+  return () => clearInterval(timer);
+}

@@ -5,8 +5,8 @@
  * multipart copy needs, so they are testable without a server.
  */
 import { GetObjectTaggingCommand, type S3Client, type ServerSideEncryption, type StorageClass } from '@aws-sdk/client-s3';
-import type { AdaptiveLimiter } from './limiter.js';
-import { sendWithRetry, type RequestStats } from './retry.js';
+import type { AdaptiveLimiter } from '../s3/limiter.js';
+import { sendWithRetry, type RequestStats } from '../s3/retry.js';
 
 /** The encryption headers of an object, as HEAD and CopyObject report them. */
 export interface EncryptionHeaders {

@@ -1,7 +1,7 @@
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import type { LedgerRow } from '../ledger/state-machine.js';
 import { sendWithRetry } from '../s3/retry.js';
-import type { CopyContext } from './copy-objects.js';
+import type { WorkerS3 } from './copy-config.js';
 
 /** What one listing says about a destination key. */
 export type ListedDestination =
@@ -50,7 +50,7 @@ function commonPrefix(a: string, b: string): string {
  * a longer window. Keys found present are HEADed and resolved exactly as with
  * `--dest-check head` (same object: copied; different: conflict).
  */
-export async function listDestinations(ctx: CopyContext, rows: LedgerRow[], maxPages = 2 + Math.ceil(rows.length / 1000)): Promise<DestinationListing> {
+export async function listDestinations(ctx: WorkerS3, rows: LedgerRow[], maxPages = 2 + Math.ceil(rows.length / 1000)): Promise<DestinationListing> {
   if (rows.length === 0) return UNKNOWN;
   const keys = rows.map((r) => r.dst_key).sort(compareKeys);
   const first = keys[0]!;
