@@ -7,9 +7,10 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
+import { avatarPng } from '../src/seed/png.js';
 import { runCli, spawnCli } from './helpers/cli.js';
 import { ledgerStates, query } from './helpers/db.js';
-import { listKeys, setupTestEnv, type TestEnv } from './helpers/services.js';
+import { listKeys, objectExists, putObject, setupTestEnv, type TestEnv } from './helpers/services.js';
 import { startFaultProxy } from './support/fault-proxy.js';
 import { observeTestEnv } from './support/invariant-observer.js';
 
@@ -165,4 +166,32 @@ t.test('a key revert gives up on in reverting (a row names its target in another
   t.same(await listKeys(env.s3client, env.sourceBucket, 'image/avatar-1'), [], 'its source is gone again');
   const validate = await runCli(['validate'], { env: env.env });
   t.equal(validate.code, 0, validate.stdout + validate.stderr);
+});
+
+t.test('revert keeps a target the migration did not make: an identical object was there before the copy, and a row the tool never saw names it', async (t) => {
+  const env = await setupTestEnv(t);
+  t.equal((await runCli(['seed', '--count', '4', '--quiet'], { env: env.env })).code, 0);
+  // Before the plan: the application already uploaded avatar-1 under the new
+  // prefix (the same bytes) and wrote a row naming it there.
+  await putObject(env.s3client, env.targetBucket, 'avatar/avatar-1.png', avatarPng('image/avatar-1.png'), { ContentType: 'image/png' });
+  const own = (await query<{ id: string }>(env.databaseUrl, `insert into avatars (path) values ('avatar/avatar-1.png') returning id::text`))[0]!.id;
+  t.equal((await runCli(['plan'], { env: env.env })).code, 0);
+  const run = await runCli(['execute', '--quiet'], { env: env.env });
+  t.equal(run.code, 0, run.stderr);
+  t.same(await ledgerStates(env.databaseUrl), { done: 4 }, 'the identical destination counted as copied');
+
+  const observer = observeRevert(env);
+  const reverted = await runCli(['revert'], { env: env.env });
+  await observer.stop();
+  // Before the fix, revert deleted avatar/avatar-1.png and row `own` named a missing object.
+  t.same(observer.violations, [], `no row ever named a missing object (${observer.checks} checks)`);
+  t.equal(reverted.code, 0, reverted.stderr);
+  t.match(reverted.stderr, /1 targets were kept: they carry no provenance naming their source/);
+  t.same(await ledgerStates(env.databaseUrl), { reverted: 4 });
+  t.ok(await objectExists(env.s3client, env.targetBucket, 'avatar/avatar-1.png'), 'the object that was there before is kept');
+  t.same(await listKeys(env.s3client, env.targetBucket, 'avatar/'), ['avatar/avatar-1.png'], 'the copies the migration made are gone');
+  const row = await query<{ path: string }>(env.databaseUrl, 'select path from avatars where id = $1', [own]);
+  t.equal(row[0]?.path, 'avatar/avatar-1.png', 'the row the tool never moved is as the application wrote it');
+  const note = await query<{ last_error: string | null }>(env.databaseUrl, `select last_error from bucket_migrate.migration_ledger where src_key = 'image/avatar-1.png'`);
+  t.match(note[0]?.last_error, /^target kept: it carries no provenance naming this source/, 'the ledger says why');
 });

@@ -1104,12 +1104,16 @@ export async function revertNamed(ctx: LedgerContext, rows: Array<{ id: number; 
   return result.rows[0]?.n ?? 0;
 }
 
-/** reverting → reverted: the target copy is deleted. The lease is released. */
-export async function markReverted(ctx: LedgerContext, ids: number[]): Promise<number[]> {
+/**
+ * reverting → reverted: the target copy is deleted, or kept for the reason
+ * given as `note` (kept in `last_error`, for the audit). The lease is
+ * released.
+ */
+export async function markReverted(ctx: LedgerContext, ids: number[], note: string | null = null): Promise<number[]> {
   if (ids.length === 0) return [];
   const result = await sql<{ id: number }>`
     update ${ledger(ctx)}
-    set state = 'reverted', reverted_at = now(), updated_at = now(), locked_by = null, locked_until = null, last_error = null
+    set state = 'reverted', reverted_at = now(), updated_at = now(), locked_by = null, locked_until = null, last_error = ${note}
     where id = any(${ids}::bigint[]) and locked_by = ${ctx.me} and state = 'reverting'
     returning id
   `.execute(ctx.db);

@@ -2,6 +2,7 @@ import { withDbRetry } from '../db/retry.js';
 import { FatalError } from '../errors.js';
 import { judgeOriginal } from '../copy/judge-original.js';
 import { copyObject } from '../copy/copy-object.js';
+import { namesSource, readProvenance } from '../copy/provenance.js';
 import { deleteObjects } from '../copy/delete-objects.js';
 import type { WorkerS3 } from '../copy/copy-config.js';
 import { classifyS3Error, describeS3Error } from '../s3/errors.js';
@@ -33,7 +34,13 @@ export interface RevertTally {
   rowsMovedBackLate: number;
   /** Index guard: rows moved back after their target was deleted (its remaining window). */
   repaired: number;
+  /** Targets not made by this migration (no provenance naming the source), kept. */
+  targetsKept: number;
 }
+
+/** The note a key reverted with its target kept carries (`last_error`). */
+export const TARGET_NOT_OURS =
+  'target kept: it carries no provenance naming this source, so it was there before the copy (execute found the same object and copied nothing), and rows the tool never saw may name it';
 
 /** A revert worker's view: the ledger, the S3 side of `execute` with source and target swapped, and its budget. */
 export interface RevertContext {
@@ -88,10 +95,23 @@ export async function revertBatch(ctx: RevertContext, rows: RevertRow[], tally: 
     await withDbRetry(() => releaseRevertLeases(ledger, cleared));
     return;
   }
+  // Only a target this migration made is deleted. One without this
+  // source's provenance was there before the copy (execute judged it the
+  // same object and copied nothing), and rows the tool never saw may name
+  // it (written before the plan: neither rows_updated nor the guard knows
+  // them). It is kept, and the key reverted all the same: its rows are back
+  // on the source, which exists.
+  const owned = await targetsMadeHere(ctx, cleared.map((id) => byId.get(id)!));
+  if (owned.fatal) throw new FatalError(owned.fatal);
+  await fail(owned.failed, ctx.maxAttempts);
+  const kept = await withDbRetry(() => markReverted(ledger, owned.kept, TARGET_NOT_OURS));
+  tally.reverted += kept.length;
+  tally.targetsKept += kept.length;
+  if (owned.own.length === 0) return;
   const sentAt = Date.now();
-  const confirmed = new Set(await withDbRetry(() => confirmLeases(ledger, cleared, 'reverting', lease.leaseSeconds, lease.marginSeconds)));
+  const confirmed = new Set(await withDbRetry(() => confirmLeases(ledger, owned.own, 'reverting', lease.leaseSeconds, lease.marginSeconds)));
   lease.renewedAt(sentAt);
-  const toDelete = cleared.filter((id) => confirmed.has(id)).map((id) => byId.get(id)!);
+  const toDelete = owned.own.filter((id) => confirmed.has(id)).map((id) => byId.get(id)!);
   // The copy back's `source` bucket is the migration's target.
   const deleted = await deleteObjects(ctx.back, ctx.back.config.migrate.source.bucket, toDelete.map((r) => ({ id: r.id, key: r.dst_key })), lease, 'delete target');
   const reverted = await withDbRetry(() => markReverted(ledger, deleted.deleted));
@@ -100,6 +120,36 @@ export async function revertBatch(ctx: RevertContext, rows: RevertRow[], tally: 
   await withDbRetry(() => releaseRevertLeases(ledger, deleted.skipped));
   await fail(deleted.failed, ctx.maxAttempts);
   if (deleted.fatal) throw new FatalError(deleted.fatal);
+}
+
+/**
+ * Splits the keys whose targets are about to be deleted into those this
+ * migration made (the target carries provenance naming the key's source,
+ * src/copy/provenance.ts, or is already gone) and those it did not. One
+ * HEAD per key.
+ */
+async function targetsMadeHere(
+  ctx: RevertContext,
+  rows: RevertRow[],
+): Promise<{ own: number[]; kept: number[]; failed: Array<{ id: number; error: string }>; fatal?: string }> {
+  // The copy back runs the other way round: its `source` is the migration's target.
+  const targetBucket = ctx.back.config.migrate.source.bucket;
+  const sourceBucket = ctx.back.config.migrate.target.bucket;
+  const result: { own: number[]; kept: number[]; failed: Array<{ id: number; error: string }>; fatal?: string } = { own: [], kept: [], failed: [] };
+  await Promise.all(
+    rows.map(async (row) => {
+      try {
+        const head = await headIfExists(ctx.back, targetBucket, row.dst_key);
+        if (!head || namesSource(readProvenance(head.Metadata), { bucket: sourceBucket, key: row.src_key })) result.own.push(row.id);
+        else result.kept.push(row.id);
+      } catch (err) {
+        const error = `check target: ${describeS3Error(err)}`;
+        if (classifyS3Error(err) === 'fatal') result.fatal = error;
+        result.failed.push({ id: row.id, error });
+      }
+    }),
+  );
+  return result;
 }
 
 /**

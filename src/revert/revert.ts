@@ -119,7 +119,7 @@ export async function revert(config: RevertConfig): Promise<number> {
     // After every check that can refuse the run: a refusal stays one line.
     out.info(describeGuard(guard, config.migrate));
     addLogFields({ run_id: runId });
-    const tally: RevertTally = { rowsOnly: 0, copiedBack: 0, reverted: 0, failed: 0, rowsMovedBackLate: 0, repaired: 0 };
+    const tally: RevertTally = { rowsOnly: 0, copiedBack: 0, reverted: 0, failed: 0, rowsMovedBackLate: 0, repaired: 0, targetsKept: 0 };
     keys = () => ({ reverted: tally.reverted, copiedBack: tally.copiedBack, rowsOnly: tally.rowsOnly, revertFailed: tally.failed });
     const heartbeat = startHeartbeat(db, schema, runId, () => ({ ...tally }));
     const reaper = watchGoneRuns(db, schema);
@@ -210,6 +210,7 @@ export async function revert(config: RevertConfig): Promise<number> {
       );
       if (tally.rowsMovedBackLate > 0) out.info(`${tally.rowsMovedBackLate} rows written with a target path after cutover were moved back before their target was deleted`);
       if (tally.repaired > 0) out.info(`${tally.repaired} rows written between the reference check and the delete were moved back after it (the index guard's window)`);
+      if (tally.targetsKept > 0) out.info(`${tally.targetsKept} targets were kept: they carry no provenance naming their source, so they were there before the migration copied anything (see report: reverted keys with a note)`);
       out.info(`ledger: ${Object.entries(states).map(([s, n]) => `${s} ${n}`).join(', ') || 'empty'}`);
       const given = await listRevertFailed({ db, schema });
       if (given.total > 0) {
