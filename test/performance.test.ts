@@ -19,17 +19,9 @@ import { claimBatch, commitRows, fenceDeletes, findNamingRows, markCopied, markD
 import { runCli } from './helpers/cli.js';
 import { getBytes, listKeys, putObject, setupTestEnv } from './helpers/services.js';
 import { startFaultProxy } from './support/fault-proxy.js';
+import { withPgClient } from '../scripts/lib/pg-once.js';
 
-async function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: url });
-  client.on('error', () => undefined);
-  await client.connect();
-  try {
-    return await fn(client);
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
+const withClient = withPgClient;
 
 interface PlanNode {
   'Node Type': string;

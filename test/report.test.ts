@@ -6,10 +6,10 @@
  * row the application changed after the plan (superseded).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import pg from 'pg';
 import t, { type Test } from 'tap';
 import { runCli, spawnCli, type CliResult } from './helpers/cli.js';
 import { putObject, setupTestEnv, type TestEnv } from './helpers/services.js';
+import { query } from './helpers/db.js';
 
 /** The documented top-level fields of `report --json` (docs/AUDIT.md). */
 const TOP_LEVEL = [
@@ -53,15 +53,6 @@ interface Report {
   runs: Array<{ id: number; command: string; status: string; finishedAt: string | null; exitCode: number | null; processAlive: boolean | null; config: Record<string, unknown> }>;
 }
 
-async function query(url: string, text: string, values: unknown[] = []): Promise<void> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    await client.query(text, values);
-  } finally {
-    await client.end();
-  }
-}
 
 async function cli(env: TestEnv, args: string[]): Promise<CliResult> {
   return runCli(args, { env: env.env, timeoutMs: 120_000 });

@@ -7,21 +7,14 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import t from 'tap';
-import pg from 'pg';
 import { freePort } from '../scripts/lib/free-port.js';
 import { testS3Server } from '../scripts/lib/local-minio.js';
 import { withDatabase } from '../scripts/lib/local-postgres.js';
 import { createTestS3Client, getBytes, listKeys, objectExists, putObject, setupTestEnv } from './helpers/services.js';
+import { query } from './helpers/db.js';
 
 async function queryOne<T>(url: string, sql: string): Promise<T> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    const result = await client.query(sql);
-    return result.rows[0] as T;
-  } finally {
-    await client.end();
-  }
+  return (await query(url, sql))[0] as T;
 }
 
 t.test('freePort returns distinct usable ports', async (t) => {

@@ -5,11 +5,10 @@
  * run in order; each breaks one thing and puts it back.
  */
 import { DeleteObjectCommand } from '@aws-sdk/client-s3';
-import pg from 'pg';
 import t from 'tap';
 import { runCli, spawnCli, type CliResult } from './helpers/cli.js';
 import { getBytes, putObject, setupTestEnv, type TestEnv } from './helpers/services.js';
-import { queryPastGuard } from './helpers/db.js';
+import { query, queryPastGuard } from './helpers/db.js';
 
 interface Check {
   name: string;
@@ -30,15 +29,6 @@ interface Validation {
   checks: Record<'legacyRows' | 'targetObjects' | 'sourceEmpty' | 'ledgerSettled', Check>;
 }
 
-async function query<T = Record<string, unknown>>(url: string, text: string, values: unknown[] = []): Promise<T[]> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query(text, values)).rows as T[];
-  } finally {
-    await client.end();
-  }
-}
 
 async function cli(env: TestEnv, args: string[], timeoutMs = 60_000): Promise<CliResult> {
   return runCli(args, { env: env.env, timeoutMs });

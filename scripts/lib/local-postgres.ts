@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { guardChild, type ChildGuard } from './child-reaper.js';
 import { freePort } from './free-port.js';
+import { withPgClient } from './pg-once.js';
 
 /** Where the Postgres in use came from. */
 export type PostgresKind = 'configured' | 'system' | 'embedded';
@@ -98,17 +99,8 @@ export async function canConnect(url: string, timeoutMs: number): Promise<boolea
   }
 }
 
-async function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>, timeoutMs = 10_000): Promise<T> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: timeoutMs });
-  // An idle client whose server goes away emits 'error'; unhandled, that
-  // would crash the process instead of failing the one call.
-  client.on('error', () => undefined);
-  await client.connect();
-  try {
-    return await fn(client);
-  } finally {
-    await client.end().catch(() => undefined);
-  }
+function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>, timeoutMs = 10_000): Promise<T> {
+  return withPgClient(url, fn, { connectTimeoutMs: timeoutMs });
 }
 
 function isTruthyFlag(value: string | undefined): boolean {

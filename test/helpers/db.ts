@@ -1,15 +1,8 @@
-import pg from 'pg';
+import type pg from 'pg';
+import { queryOnce } from '../../scripts/lib/pg-once.js';
 
 /** Runs one query against a test database on a short-lived connection. */
-export async function query<T extends pg.QueryResultRow = Record<string, unknown>>(url: string, text: string, values: unknown[] = []): Promise<T[]> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query<T>(text, values)).rows;
-  } finally {
-    await client.end();
-  }
-}
+export const query = queryOnce;
 
 /** Ledger rows by state. */
 export async function ledgerStates(url: string, schema = 'bucket_migrate'): Promise<Record<string, number>> {
@@ -24,11 +17,5 @@ export async function ledgerStates(url: string, schema = 'bucket_migrate'): Prom
  * redirect to the copy.
  */
 export async function queryPastGuard<T extends pg.QueryResultRow = Record<string, unknown>>(url: string, text: string, values: unknown[] = []): Promise<T[]> {
-  const client = new pg.Client({ connectionString: url, options: '-c bucket_migrate.tool_write=on' });
-  await client.connect();
-  try {
-    return (await client.query<T>(text, values)).rows;
-  } finally {
-    await client.end();
-  }
+  return queryOnce<T>(url, text, values, { sessionOptions: '-c bucket_migrate.tool_write=on' });
 }

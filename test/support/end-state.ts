@@ -3,7 +3,7 @@
  * with the CLI's `validate`.
  */
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
-import pg from 'pg';
+import { queryOnce } from '../../scripts/lib/pg-once.js';
 import type { Test } from 'tap';
 import { runCli } from '../helpers/cli.js';
 import type { TestEnv } from '../helpers/services.js';
@@ -32,16 +32,7 @@ export async function listObjects(s3: S3Client, bucket: string, prefix: string):
 }
 
 /** Runs one query on a fresh connection. */
-export async function query<T extends pg.QueryResultRow>(url: string, text: string, values: unknown[] = []): Promise<T[]> {
-  const client = new pg.Client({ connectionString: url });
-  client.on('error', () => undefined);
-  await client.connect();
-  try {
-    return (await client.query<T>(text, values)).rows;
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
+export const query = queryOnce;
 
 export async function captureBaseline(env: TestEnv, sourcePrefix = 'image/'): Promise<Baseline> {
   const rows = await query<{ id: string; path: string | null }>(env.databaseUrl, 'select id::text as id, path from avatars');
