@@ -3,6 +3,7 @@ import type { Kysely } from 'kysely';
 import { describeConfig, requireDatabaseUrl, type MigrateConfig } from '../config/config.js';
 import { formatTableName } from '../config/identifiers.js';
 import { checkConnection, createDatabase } from '../db/database.js';
+import { withDbRetry } from '../db/retry.js';
 import { migrateLedger } from '../db/migrate.js';
 import { inspectTable } from '../db/table-info.js';
 import { UsageError, oneLine } from '../errors.js';
@@ -122,7 +123,9 @@ async function planInto(
   // Rows naming a ledger key in another spelling ('/key', s3://, https://)
   // are not moved, and their sources must not be deleted while they do:
   // they are recorded so that the delete's check finds them by id.
-  const spelled = await recordSpelledReferences({ db, schema, table: config.table, idColumn: config.idColumn, pathColumn: config.pathColumn }, config.source);
+  // One statement, harmless to run again (on conflict do nothing): retried
+  // when a concurrent execute or application write deadlocks with it.
+  const spelled = await withDbRetry(() => recordSpelledReferences({ db, schema, table: config.table, idColumn: config.idColumn, pathColumn: config.pathColumn }, config.source));
   if (guard.triggerInstalled) await recordGuardSnapshot(db, schema, snapshotAt);
   let listing: ListResult | undefined;
   if (options.list || options.inventory) {

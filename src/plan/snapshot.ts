@@ -3,6 +3,7 @@ import { sql, type RawBuilder } from 'kysely';
 import pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { quoteIdent } from '../config/identifiers.js';
+import { withDbRetry } from '../db/retry.js';
 import { FatalError, oneLine } from '../errors.js';
 import { seedBulkLoadCounts } from '../ledger/ledger-counts.js';
 import { bulkLoadQuery, insertPlannedKeys, type LedgerContext, type PlannedKeys } from '../ledger/state-machine.js';
@@ -51,7 +52,11 @@ export async function snapshotTable(
 ): Promise<{ snapshot: SnapshotResult; bulk: boolean }> {
   const loaded = await bulkLoad(ctx, sourcePrefix, targetPrefix, runId);
   if (loaded) return { snapshot: loaded, bulk: true };
-  const snapshot = await insertPlannedKeys(ctx, judgedRefs(ctx, sourcePrefix, targetPrefix), runId);
+  // The upsert locks ledger rows in key order while execute's commits and
+  // the guard trigger's inserts lock them in theirs: Postgres may break the
+  // cycle by aborting it (40P01). It is one statement, and running it again
+  // is harmless (it only adds keys and ids), so it is retried.
+  const snapshot = await withDbRetry(() => insertPlannedKeys(ctx, judgedRefs(ctx, sourcePrefix, targetPrefix), runId));
   return { snapshot, bulk: false };
 }
 
