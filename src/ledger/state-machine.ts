@@ -211,6 +211,60 @@ const appTable = (ctx: LedgerContext): RawBuilder<unknown> =>
 
 const RETURNING = sql`l.id, l.src_key, l.dst_key, l.row_ids, l.state, l.attempts, l.failures, l.src_size, l.src_etag, l.src_storage_class, l.dst_etag`;
 
+// The shape every transition shares, forward (execute) and back (revert):
+//
+//   update ledger as l
+//   set state = '<to>', <what the step records>, <lease kept or RELEASED>, updated_at = now()
+//   [from unnest(<per-key values>) as v(id, ...)]
+//   where <heldBy(ctx)> and l.state = '<from>'
+//   returning l.id
+//
+// The parts below are that shape; each transition stays one statement, and
+// its state names stay literal in its own function, where
+// test/state-machine.test.ts reads them against TRANSITIONS.
+
+/** A claim: the row leased to this worker for `leaseSeconds`, one attempt more. */
+const takeLease = (ctx: LedgerContext, leaseSeconds: number) => sql`
+    locked_by = ${ctx.me},
+    locked_until = now() + make_interval(secs => ${leaseSeconds}),
+    attempts = l.attempts + 1,
+    updated_at = now()`;
+
+/** Leases up to `limit` rows of `claimable` (a CTE body selecting `id`, locked `for update skip locked`). */
+function leaseClaimable<Row>(ctx: LedgerContext, claimable: RawBuilder<unknown>, leaseSeconds: number, returning: RawBuilder<unknown>) {
+  return sql<Row>`
+    with claimable as ${claimable}
+    update ${ledger(ctx)} as l
+    set ${takeLease(ctx, leaseSeconds)}
+    from claimable
+    where l.id = claimable.id
+    returning ${returning}
+  `.execute(ctx.db);
+}
+
+/** The lease ends (the key is claimable again, or settled). */
+const RELEASED = sql`locked_by = null, locked_until = null`;
+
+/** The guard of every transition after a claim: the row is still leased to this worker. */
+const heldBy = (ctx: Pick<LedgerContext, 'me'>) => sql`l.locked_by = ${ctx.me}`;
+
+/** The rows `ids` (ledger alias `l`). */
+const rowsOf = (ids: number[]) => sql`l.id = any(${ids}::bigint[])`;
+
+/** `l.<column>` (an array of table row ids) with `added` merged in: each once, sorted. */
+const mergedIds = (column: 'row_ids' | 'rows_updated' | 'rows_reverted', added: RawBuilder<unknown>) =>
+  sql`array(select distinct x from unnest(coalesce(l.${sql.id(column)}, '{}') || ${added}) as x order by x)`;
+
+/** When a key that failed `l.<counter>` times may be claimed again: exponential from `backoffSeconds`, at most 5 minutes. */
+const backedOff = (counter: 'failures' | 'revert_failures', backoffSeconds: number) =>
+  sql`now() + make_interval(secs => least(300, ${backoffSeconds} * power(2, l.${sql.id(counter)})))`;
+
+/** A text value per key, as the table `v(id, <column>)` to join on `l.id = v.id`. */
+const perKey = (ids: number[], values: Array<string | null>, column: 'etag' | 'reason' | 'row_ids' | 'error') =>
+  sql`unnest(${ids}::bigint[], ${values}::text[]) as v(id, ${sql.id(column)})`;
+
+const idsOf = (result: { rows: Array<{ id: number }> }) => result.rows.map((r) => r.id);
+
 /**
  * Leases up to `limit` claimable rows to `ctx.me`: live, not leased (or the
  * lease expired), not backing off. One statement; the row locks last only
@@ -224,31 +278,21 @@ export async function claimBatch(
   filter: ClaimFilter = {},
 ): Promise<LedgerRow[]> {
   const states = filter.states ?? LIVE_STATES;
-  const result = await sql<LedgerRow>`
-    with claimable as ${claimableIds(
-      ledger(ctx),
-      states,
-      limit,
-      sql`(l.locked_until is null or l.locked_until < now()) and (l.not_before is null or l.not_before <= now())`,
-    )}
-    update ${ledger(ctx)} as l
-    set locked_by = ${ctx.me},
-        locked_until = now() + make_interval(secs => ${leaseSeconds}),
-        attempts = l.attempts + 1,
-        updated_at = now()
-    from claimable
-    where l.id = claimable.id
-    returning ${RETURNING}
-  `.execute(ctx.db);
-  return result.rows;
+  const claimable = claimableIds(
+    ledger(ctx),
+    states,
+    limit,
+    sql`(l.locked_until is null or l.locked_until < now()) and (l.not_before is null or l.not_before <= now())`,
+  );
+  return (await leaseClaimable<LedgerRow>(ctx, claimable, leaseSeconds, RETURNING)).rows;
 }
 
 /** Extends the lease on rows this worker still holds. */
 export async function renewLeases(ctx: LedgerContext, ids: number[], leaseSeconds: number): Promise<number> {
   const result = await sql`
-    update ${ledger(ctx)}
+    update ${ledger(ctx)} as l
     set locked_until = now() + make_interval(secs => ${leaseSeconds})
-    where id = any(${ids}::bigint[]) and locked_by = ${ctx.me}
+    where ${rowsOf(ids)} and ${heldBy(ctx)}
   `.execute(ctx.db);
   return Number(result.numAffectedRows ?? 0);
 }
@@ -263,10 +307,10 @@ export async function renewLeases(ctx: LedgerContext, ids: number[], leaseSecond
 export async function renewBatchLeases(ctx: LedgerContext, ids: number[], leaseSeconds: number): Promise<{ renewed: number; lost: number }> {
   const result = await sql<{ renewed: number; lost: number }>`
     with renewed as (
-      update ${ledger(ctx)}
+      update ${ledger(ctx)} as l
       set locked_until = now() + make_interval(secs => ${leaseSeconds})
-      where id = any(${ids}::bigint[]) and locked_by = ${ctx.me}
-      returning id
+      where ${rowsOf(ids)} and ${heldBy(ctx)}
+      returning l.id
     )
     select (select count(*) from renewed)::int as renewed,
            (select count(*) from ${ledger(ctx)}
@@ -281,11 +325,11 @@ export async function markCopied(ctx: LedgerContext, copies: Array<{ id: number;
   const result = await sql<{ id: number }>`
     update ${ledger(ctx)} as l
     set state = 'copied', dst_etag = v.etag, copied_at = now(), updated_at = now()
-    from unnest(${copies.map((c) => c.id)}::bigint[], ${copies.map((c) => c.dstEtag)}::text[]) as v(id, etag)
-    where l.id = v.id and l.locked_by = ${ctx.me} and l.state = 'pending'
+    from ${perKey(copies.map((c) => c.id), copies.map((c) => c.dstEtag), 'etag')}
+    where l.id = v.id and ${heldBy(ctx)} and l.state = 'pending'
     returning l.id
   `.execute(ctx.db);
-  return result.rows.map((r) => r.id);
+  return idsOf(result);
 }
 
 /**
@@ -300,12 +344,12 @@ export async function markUnmovable(
   if (rows.length === 0) return [];
   const result = await sql<{ id: number }>`
     update ${ledger(ctx)} as l
-    set state = ${state}, last_error = v.reason, locked_by = null, locked_until = null, updated_at = now()
-    from unnest(${rows.map((r) => r.id)}::bigint[], ${rows.map((r) => r.reason)}::text[]) as v(id, reason)
-    where l.id = v.id and l.locked_by = ${ctx.me} and l.state = 'pending'
+    set state = ${state}, last_error = v.reason, ${RELEASED}, updated_at = now()
+    from ${perKey(rows.map((r) => r.id), rows.map((r) => r.reason), 'reason')}
+    where l.id = v.id and ${heldBy(ctx)} and l.state = 'pending'
     returning l.id
   `.execute(ctx.db);
-  return result.rows.map((r) => r.id);
+  return idsOf(result);
 }
 
 /**
@@ -328,8 +372,8 @@ export async function commitRows(ctx: LedgerContext, ids: number[]): Promise<Arr
   const pathCol = sql.id(ctx.pathColumn);
   const result = await sql<{ id: number; state: 'db_updated' | 'superseded' }>`
     with batch as (
-      select id, src_key, dst_key, row_ids from ${ledger(ctx)}
-      where id = any(${ids}::bigint[]) and locked_by = ${ctx.me} and state = 'copied'
+      select l.id, l.src_key, l.dst_key, l.row_ids from ${ledger(ctx)} as l
+      where ${rowsOf(ids)} and ${heldBy(ctx)} and l.state = 'copied'
       for update
     ),
     refs as (
@@ -363,7 +407,7 @@ export async function commitRows(ctx: LedgerContext, ids: number[]): Promise<Arr
     judged as (
       select l.id,
              cardinality(l.row_ids) = 0 or o.moved_ids is not null or cardinality(coalesce(l.rows_updated, '{}')) > 0 as moved,
-             array(select distinct x from unnest(coalesce(l.rows_updated, '{}') || coalesce(o.moved_ids, '{}')) as x order by x) as all_moved
+             ${mergedIds('rows_updated', sql`coalesce(o.moved_ids, '{}')`)} as all_moved
       from ${ledger(ctx)} as l join outcome as o on o.id = l.id
     )
     update ${ledger(ctx)} as l
@@ -392,13 +436,13 @@ export async function commitRows(ctx: LedgerContext, ids: number[]): Promise<Arr
 export async function fenceDeletes(ctx: LedgerContext, ids: number[], marginSeconds: number): Promise<number[]> {
   if (ids.length === 0) return [];
   const result = await sql<{ id: number }>`
-    update ${ledger(ctx)}
+    update ${ledger(ctx)} as l
     set state = 'deleting', updated_at = now()
-    where id = any(${ids}::bigint[]) and locked_by = ${ctx.me} and state in ('db_updated', 'deleting')
-      and locked_until > now() + make_interval(secs => ${marginSeconds})
-    returning id
+    where ${rowsOf(ids)} and ${heldBy(ctx)} and l.state in ('db_updated', 'deleting')
+      and l.locked_until > now() + make_interval(secs => ${marginSeconds})
+    returning l.id
   `.execute(ctx.db);
-  return result.rows.map((r) => r.id);
+  return idsOf(result);
 }
 
 /** A table row that names a ledger key, as {@link findNamingRows} finds it. */
@@ -442,9 +486,9 @@ export async function findNamingRows(
     : sql``;
   const result = await sql<NamingRow>`
     with batch as (
-      select id, src_key, ${keyCol} as key, row_ids || coalesce(rows_updated, '{}') as known
-      from ${ledger(ctx)}
-      where id = any(${ids}::bigint[]) and locked_by = ${ctx.me} and state = ${state}
+      select l.id, l.src_key, l.${keyCol} as key, l.row_ids || coalesce(l.rows_updated, '{}') as known
+      from ${ledger(ctx)} as l
+      where ${rowsOf(ids)} and ${heldBy(ctx)} and l.state = ${state}
     ),
     candidates as (
       select b.id, r.row_id from batch as b cross join unnest(b.known) as r(row_id)
@@ -475,13 +519,13 @@ export async function requeueNamed(ctx: LedgerContext, rows: Array<{ id: number;
   const result = await sql<{ id: number }>`
     update ${ledger(ctx)} as l
     set state = 'copied',
-        row_ids = array(select distinct x from unnest(l.row_ids || string_to_array(v.row_ids, ',')) as x order by x),
+        row_ids = ${mergedIds('row_ids', sql`string_to_array(v.row_ids, ',')`)},
         updated_at = now()
-    from unnest(${rows.map((r) => r.id)}::bigint[], ${rows.map((r) => r.rowIds.join(','))}::text[]) as v(id, row_ids)
-    where l.id = v.id and l.locked_by = ${ctx.me} and l.state = 'deleting'
+    from ${perKey(rows.map((r) => r.id), rows.map((r) => r.rowIds.join(',')), 'row_ids')}
+    where l.id = v.id and ${heldBy(ctx)} and l.state = 'deleting'
     returning l.id
   `.execute(ctx.db);
-  return result.rows.map((r) => r.id);
+  return idsOf(result);
 }
 
 /**
@@ -501,13 +545,13 @@ export async function confirmLeases(
 ): Promise<number[]> {
   if (ids.length === 0) return [];
   const result = await sql<{ id: number }>`
-    update ${ledger(ctx)}
+    update ${ledger(ctx)} as l
     set locked_until = now() + make_interval(secs => ${leaseSeconds})
-    where id = any(${ids}::bigint[]) and locked_by = ${ctx.me} and state = ${state}
-      and locked_until > now() + make_interval(secs => ${marginSeconds})
-    returning id
+    where ${rowsOf(ids)} and ${heldBy(ctx)} and l.state = ${state}
+      and l.locked_until > now() + make_interval(secs => ${marginSeconds})
+    returning l.id
   `.execute(ctx.db);
-  return result.rows.map((r) => r.id);
+  return idsOf(result);
 }
 
 /**
@@ -518,9 +562,9 @@ export async function confirmLeases(
 export async function releaseFenced(ctx: LedgerContext, ids: number[], note: string): Promise<number> {
   if (ids.length === 0) return 0;
   const result = await sql`
-    update ${ledger(ctx)}
-    set locked_by = null, locked_until = null, last_error = ${note}, updated_at = now()
-    where id = any(${ids}::bigint[]) and locked_by = ${ctx.me} and state in ('deleting', 'reverting')
+    update ${ledger(ctx)} as l
+    set ${RELEASED}, last_error = ${note}, updated_at = now()
+    where ${rowsOf(ids)} and ${heldBy(ctx)} and l.state in ('deleting', 'reverting')
   `.execute(ctx.db);
   return Number(result.numAffectedRows ?? 0);
 }
@@ -529,12 +573,12 @@ export async function releaseFenced(ctx: LedgerContext, ids: number[], note: str
 export async function markDone(ctx: LedgerContext, ids: number[]): Promise<number[]> {
   if (ids.length === 0) return [];
   const result = await sql<{ id: number }>`
-    update ${ledger(ctx)}
-    set state = 'done', done_at = now(), updated_at = now(), locked_by = null, locked_until = null, last_error = null
-    where id = any(${ids}::bigint[]) and locked_by = ${ctx.me} and state = 'deleting'
-    returning id
+    update ${ledger(ctx)} as l
+    set state = 'done', done_at = now(), updated_at = now(), ${RELEASED}, last_error = null
+    where ${rowsOf(ids)} and ${heldBy(ctx)} and l.state = 'deleting'
+    returning l.id
   `.execute(ctx.db);
-  return result.rows.map((r) => r.id);
+  return idsOf(result);
 }
 
 /**
@@ -556,8 +600,8 @@ export async function repairAfterDelete(ctx: LedgerContext, ids: number[], side:
   const pathCol = sql.id(ctx.pathColumn);
   const [gone, kept, state, record] =
     side === 'source'
-      ? [sql`src_key`, sql`dst_key`, 'done', sql`rows_updated`]
-      : [sql`dst_key`, sql`src_key`, 'reverted', sql`rows_reverted`];
+      ? ([sql`src_key`, sql`dst_key`, 'done', 'rows_updated'] as const)
+      : ([sql`dst_key`, sql`src_key`, 'reverted', 'rows_reverted'] as const);
   const result = await sql<{ n: number }>`
     with keys as (
       select id, ${gone} as gone, ${kept} as kept from ${ledger(ctx)} where id = any(${ids}::bigint[]) and state = ${state}
@@ -571,7 +615,7 @@ export async function repairAfterDelete(ctx: LedgerContext, ids: number[], side:
     ),
     recorded as (
       update ${ledger(ctx)} as l
-      set ${record} = array(select distinct x from unnest(coalesce(l.${record}, '{}') || m.row_ids) as x order by x),
+      set ${sql.id(record)} = ${mergedIds(record, sql`m.row_ids`)},
           updated_at = now()
       from (select id, array_agg(row_id) as row_ids from moved group by id) as m
       where l.id = m.id
@@ -600,12 +644,11 @@ export async function recordFailures(
         last_error = v.error,
         state = case when l.failures + 1 >= ${maxFailures} then 'failed' else l.state end,
         failed_state = case when l.failures + 1 >= ${maxFailures} then l.state end,
-        not_before = now() + make_interval(secs => least(300, ${backoffSeconds} * power(2, l.failures))),
-        locked_by = null,
-        locked_until = null,
+        not_before = ${backedOff('failures', backoffSeconds)},
+        ${RELEASED},
         updated_at = now()
-    from unnest(${failures.map((f) => f.id)}::bigint[], ${failures.map((f) => f.error)}::text[]) as v(id, error)
-    where l.id = v.id and l.locked_by = ${ctx.me} and l.state in ('pending', 'copied', 'db_updated', 'deleting')
+    from ${perKey(failures.map((f) => f.id), failures.map((f) => f.error), 'error')}
+    where l.id = v.id and ${heldBy(ctx)} and l.state in ('pending', 'copied', 'db_updated', 'deleting')
     returning l.id, l.state
   `.execute(ctx.db);
   return result.rows;
@@ -652,13 +695,18 @@ export async function releaseDeadLeases(ctx: Pick<LedgerContext, 'db' | 'schema'
   return Number(result.numAffectedRows ?? 0);
 }
 
-/** Gives rows back unchanged (a clean stop): they are claimable at once. */
-export async function releaseLeases(ctx: LedgerContext, ids: number[]): Promise<number> {
+/**
+ * Gives rows back unchanged (a clean stop, or keys left for a later claim):
+ * they are claimable at once. Execute's give-back refunds the claim's
+ * attempt (`attempts` counts tries of the forward step); revert's
+ * (`refundAttempt` false) does not.
+ */
+export async function releaseLeases(ctx: LedgerContext, ids: number[], refundAttempt = true): Promise<number> {
   if (ids.length === 0) return 0;
   const result = await sql`
-    update ${ledger(ctx)}
-    set locked_by = null, locked_until = null, attempts = greatest(attempts - 1, 0), updated_at = now()
-    where id = any(${ids}::bigint[]) and locked_by = ${ctx.me}
+    update ${ledger(ctx)} as l
+    set ${RELEASED}, attempts = case when ${refundAttempt} then greatest(l.attempts - 1, 0) else l.attempts end, updated_at = now()
+    where ${rowsOf(ids)} and ${heldBy(ctx)}
   `.execute(ctx.db);
   return Number(result.numAffectedRows ?? 0);
 }
@@ -678,7 +726,7 @@ export async function requeueFailed(ctx: Pick<LedgerContext, 'db' | 'schema'>): 
     update ${ledger(ctx)}
     set state = case when failed_state in ('copied', 'db_updated', 'deleting', 'done') then failed_state else 'pending' end,
         failed_state = null, failures = 0,
-        not_before = null, locked_by = null, locked_until = null, updated_at = now()
+        not_before = null, ${RELEASED}, updated_at = now()
     where state in ('failed', 'archived')
   `.execute(ctx.db);
   return Number(result.numAffectedRows ?? 0);
@@ -700,7 +748,7 @@ export async function requeueFailed(ctx: Pick<LedgerContext, 'db' | 'schema'>): 
 export async function finishSuperseded(ctx: Pick<LedgerContext, 'db' | 'schema'>): Promise<number> {
   const result = await sql`
     update ${ledger(ctx)}
-    set state = 'db_updated', failures = 0, not_before = null, locked_by = null, locked_until = null, updated_at = now()
+    set state = 'db_updated', failures = 0, not_before = null, ${RELEASED}, updated_at = now()
     where state = 'superseded'
   `.execute(ctx.db);
   return Number(result.numAffectedRows ?? 0);
@@ -879,12 +927,12 @@ export const DELETE_REFUSED = 'delete refused';
 export async function parkDbUpdated(ctx: LedgerContext, ids: number[]): Promise<number[]> {
   if (ids.length === 0) return [];
   const result = await sql<{ id: number }>`
-    update ${ledger(ctx)}
-    set locked_by = null, locked_until = null, updated_at = now()
-    where id = any(${ids}::bigint[]) and locked_by = ${ctx.me} and state = 'db_updated'
-    returning id
+    update ${ledger(ctx)} as l
+    set ${RELEASED}, updated_at = now()
+    where ${rowsOf(ids)} and ${heldBy(ctx)} and l.state = 'db_updated'
+    returning l.id
   `.execute(ctx.db);
-  return result.rows.map((r) => r.id);
+  return idsOf(result);
 }
 
 /**
@@ -903,12 +951,12 @@ export async function refuseDelete(ctx: LedgerContext, rows: Array<{ id: number;
     update ${ledger(ctx)} as l
     set state = 'failed', failed_state = 'db_updated', failures = l.failures + 1,
         last_error = ${DELETE_REFUSED} || ': ' || v.reason,
-        locked_by = null, locked_until = null, updated_at = now()
-    from unnest(${rows.map((r) => r.id)}::bigint[], ${rows.map((r) => r.reason)}::text[]) as v(id, reason)
-    where l.id = v.id and l.locked_by = ${ctx.me} and l.state in ('db_updated', 'deleting')
+        ${RELEASED}, updated_at = now()
+    from ${perKey(rows.map((r) => r.id), rows.map((r) => r.reason), 'reason')}
+    where l.id = v.id and ${heldBy(ctx)} and l.state in ('db_updated', 'deleting')
     returning l.id
   `.execute(ctx.db);
-  return result.rows.map((r) => r.id);
+  return idsOf(result);
 }
 
 /** Keys whose source delete was refused, for the end-of-run report. */
@@ -969,8 +1017,7 @@ export async function claimRevert(
   /** Only keys already half-way back (`reverting`): how a run finishes what it started. */
   onlyReverting = false,
 ): Promise<RevertRow[]> {
-  const result = await sql<RevertRow>`
-    with claimable as (
+  const claimable = sql`(
       select id from ${ledger(ctx)}
       where state in ('db_updated', 'deleting', 'done', 'reverting', 'failed') and ${revertable(maxFailures)}
         and (${!onlyReverting} or state = 'reverting')
@@ -979,17 +1026,9 @@ export async function claimRevert(
       order by id
       limit ${limit}
       for update skip locked
-    )
-    update ${ledger(ctx)} as l
-    set locked_by = ${ctx.me},
-        locked_until = now() + make_interval(secs => ${leaseSeconds}),
-        attempts = l.attempts + 1,
-        updated_at = now()
-    from claimable
-    where l.id = claimable.id
-    returning l.id, l.src_key, l.dst_key, l.state, l.src_size, l.src_etag, l.src_storage_class, l.dst_etag
-  `.execute(ctx.db);
-  return result.rows;
+    )`;
+  const returning = sql`l.id, l.src_key, l.dst_key, l.state, l.src_size, l.src_etag, l.src_storage_class, l.dst_etag`;
+  return (await leaseClaimable<RevertRow>(ctx, claimable, leaseSeconds, returning)).rows;
 }
 
 /** Whether any key is still to revert (leased elsewhere, or backing off). */
@@ -1024,7 +1063,7 @@ export async function revertRows(
       select l.id, l.src_key, l.dst_key, coalesce(l.rows_updated, '{}') as rows_updated, v.del
       from ${ledger(ctx)} as l
       join unnest(${keys.map((k) => k.id)}::bigint[], ${keys.map((k) => k.deleteTarget)}::boolean[]) as v(id, del) on v.id = l.id
-      where l.locked_by = ${ctx.me}
+      where ${heldBy(ctx)}
         and (l.state in ('db_updated', 'deleting', 'done') or (l.state = 'failed' and l.failed_state in ('db_updated', 'deleting')))
       for update of l
     ),
@@ -1050,7 +1089,7 @@ export async function revertRows(
     )
     update ${ledger(ctx)} as l
     set state = case when o.del then 'reverting' else 'reverted' end,
-        rows_reverted = array(select distinct x from unnest(coalesce(l.rows_reverted, '{}') || coalesce(o.moved_ids, '{}')) as x order by x),
+        rows_reverted = ${mergedIds('rows_reverted', sql`coalesce(o.moved_ids, '{}')`)},
         failed_state = null,
         last_error = null,
         reverted_at = case when o.del then null else now() end,
@@ -1080,8 +1119,8 @@ export async function revertNamed(ctx: LedgerContext, rows: Array<{ id: number; 
     with batch as (
       select l.id, l.src_key, l.dst_key, string_to_array(v.row_ids, ',') as row_ids
       from ${ledger(ctx)} as l
-      join unnest(${rows.map((r) => r.id)}::bigint[], ${rows.map((r) => r.rowIds.join(','))}::text[]) as v(id, row_ids) on v.id = l.id
-      where l.locked_by = ${ctx.me} and l.state = 'reverting'
+      join ${perKey(rows.map((r) => r.id), rows.map((r) => r.rowIds.join(',')), 'row_ids')} on v.id = l.id
+      where ${heldBy(ctx)} and l.state = 'reverting'
       for update of l
     ),
     moved as (
@@ -1093,7 +1132,7 @@ export async function revertNamed(ctx: LedgerContext, rows: Array<{ id: number; 
     ),
     recorded as (
       update ${ledger(ctx)} as l
-      set rows_reverted = array(select distinct x from unnest(coalesce(l.rows_reverted, '{}') || m.row_ids) as x order by x),
+      set rows_reverted = ${mergedIds('rows_reverted', sql`m.row_ids`)},
           updated_at = now()
       from (select id, array_agg(row_id) as row_ids from moved group by id) as m
       where l.id = m.id
@@ -1112,12 +1151,12 @@ export async function revertNamed(ctx: LedgerContext, rows: Array<{ id: number; 
 export async function markReverted(ctx: LedgerContext, ids: number[], note: string | null = null): Promise<number[]> {
   if (ids.length === 0) return [];
   const result = await sql<{ id: number }>`
-    update ${ledger(ctx)}
-    set state = 'reverted', reverted_at = now(), updated_at = now(), locked_by = null, locked_until = null, last_error = ${note}
-    where id = any(${ids}::bigint[]) and locked_by = ${ctx.me} and state = 'reverting'
-    returning id
+    update ${ledger(ctx)} as l
+    set state = 'reverted', reverted_at = now(), updated_at = now(), ${RELEASED}, last_error = ${note}
+    where ${rowsOf(ids)} and ${heldBy(ctx)} and l.state = 'reverting'
+    returning l.id
   `.execute(ctx.db);
-  return result.rows.map((r) => r.id);
+  return idsOf(result);
 }
 
 /**
@@ -1139,24 +1178,19 @@ export async function recordRevertFailures(
         last_error = 'revert: ' || v.error,
         state = case when l.revert_failures + 1 >= ${maxFailures} then 'failed' else l.state end,
         failed_state = case when l.revert_failures + 1 >= ${maxFailures} and l.state <> 'failed' then l.state else l.failed_state end,
-        not_before = now() + make_interval(secs => least(300, ${backoffSeconds} * power(2, l.revert_failures))),
-        locked_by = null,
-        locked_until = null,
+        not_before = ${backedOff('revert_failures', backoffSeconds)},
+        ${RELEASED},
         updated_at = now()
-    from unnest(${failures.map((f) => f.id)}::bigint[], ${failures.map((f) => f.error)}::text[]) as v(id, error)
-    where l.id = v.id and l.locked_by = ${ctx.me}
+    from ${perKey(failures.map((f) => f.id), failures.map((f) => f.error), 'error')}
+    where l.id = v.id and ${heldBy(ctx)}
     returning l.id, l.state
   `.execute(ctx.db);
   return result.rows;
 }
 
-/** Gives keys back unchanged (a clean stop). */
+/** Gives revert's keys back unchanged (a clean stop): {@link releaseLeases} without the attempt refund. */
 export async function releaseRevertLeases(ctx: LedgerContext, ids: number[]): Promise<void> {
-  if (ids.length === 0) return;
-  await sql`
-    update ${ledger(ctx)} set locked_by = null, locked_until = null, updated_at = now()
-    where id = any(${ids}::bigint[]) and locked_by = ${ctx.me}
-  `.execute(ctx.db);
+  await releaseLeases(ctx, ids, false);
 }
 
 /** `revert --retry-failed`: keys revert gave up on get a fresh budget, back in the state they failed in. */
