@@ -20,6 +20,14 @@ import { ledgerCountsMigration } from './0009-ledger-counts.js';
  * refuses to migrate it at all) and a "new" 0003 to run, the archived-state
  * change a second time. A number, once released, is never reused or
  * renamed; a gap costs nothing.
+ *
+ * Migrations repeat each other on purpose, and `duplicates` lists those
+ * pairs (0002 ~ 0007, 0005 ~ 0006, 0006 within itself, 0006 ~ 0007): a
+ * migration that changes a view, a function or a check restates it whole
+ * (`create or replace view ...`), because a released migration must go on
+ * doing exactly what it did when it was released. A helper shared between
+ * migrations would let an edit made for a new one change what an old one
+ * does on the next fresh ledger. So the text is copied, never shared.
  */
 export function ledgerMigrations(schema: string): Record<string, Migration> {
   return {

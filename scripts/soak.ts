@@ -20,6 +20,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { createDatabase, dropDatabase, startPostgres, withDatabase } from './lib/local-postgres.js';
 import { startS3 } from './lib/local-minio.js';
+import { localS3Client } from './lib/local-s3-client.js';
 import { convergenceProblems, describeResult, runAdversarialScenario, type ScenarioResult } from '../test/support/adversarial-scenario.js';
 
 const USAGE = `usage: npm run soak -- [--cycles N] [--seed S] [--keys K] [--chaos-seconds T] [--verbose]
@@ -92,16 +93,7 @@ async function main(): Promise<number> {
   const say = (line: string) => process.stdout.write(`${line}\n`);
   const postgres = await startPostgres({ log: config.verbose ? (l) => say(`# ${l}`) : undefined });
   const s3 = await startS3({ log: config.verbose ? (l) => say(`# ${l}`) : undefined });
-  // As test/helpers/services.ts's createTestS3Client, which cannot be
-  // imported here: that module loads tap, whose output a script must not print.
-  const s3client = new S3Client({
-    endpoint: s3.endpoint,
-    region: s3.region,
-    forcePathStyle: true,
-    credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-  });
+  const s3client = localS3Client(s3);
   const baseEnv = Object.fromEntries(Object.entries(process.env).filter(([name]) => !SERVICE_SETTING.test(name)));
   say(`soak: ${config.cycles} cycles from seed ${config.seed}, ${config.keys} keys, ${config.chaosSeconds} s of chaos each`);
   let passed = 0;

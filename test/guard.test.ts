@@ -41,6 +41,29 @@ function observe(t: Test, env: TestEnv, reverse = false) {
   return observeTestEnv(t, env, { reverse });
 }
 
+/**
+ * The CLI's environment for a fresh login role that may read the table and
+ * update its path column, and owns the ledger schema, but has no TRIGGER
+ * privilege: the environment of a locked-down production role. The role is
+ * dropped at teardown, after the test's database.
+ */
+async function roleWithoutTrigger(t: Test, env: TestEnv, prefix: string): Promise<NodeJS.ProcessEnv> {
+  const { postgres } = await getServices();
+  const role = `${prefix}_${randomBytes(4).toString('hex')}`;
+  t.teardown(async () => {
+    await env.teardown();
+    await query(postgres.url, `drop role if exists ${role}`).catch(() => undefined);
+  });
+  await query(
+    env.databaseUrl,
+    `create role ${role} login; grant connect on database "${env.dbName}" to ${role}; grant usage on schema public to ${role};
+     grant select, update (path) on avatars to ${role}; create schema bucket_migrate authorization ${role};`,
+  );
+  const url = new URL(env.databaseUrl);
+  url.username = role;
+  return { ...env.env, DATABASE_URL: url.toString() };
+}
+
 t.test('finding 1: a staged run while the application writes image/ paths, no path index: the trigger guard, no broken row', async (t) => {
   const env = await setupTestEnv(t);
   const KEYS = 150;
@@ -72,21 +95,8 @@ t.test('finding 1: a staged run while the application writes image/ paths, no pa
 
 t.test('finding 1: a role without TRIGGER and without a path index gets exit 2 on the delete phase, naming the fix', async (t) => {
   const env = await setupTestEnv(t);
-  const { postgres } = await getServices();
-  const role = `bm_guard_${randomBytes(4).toString('hex')}`;
-  t.teardown(async () => {
-    await env.teardown();
-    await query(postgres.url, `drop role if exists ${role}`).catch(() => undefined);
-  });
   t.equal((await runCli(['seed', '--count', '10', '--quiet'], { env: env.env })).code, 0);
-  await query(
-    env.databaseUrl,
-    `create role ${role} login; grant connect on database "${env.dbName}" to ${role}; grant usage on schema public to ${role};
-     grant select, update (path) on avatars to ${role}; create schema bucket_migrate authorization ${role};`,
-  );
-  const url = new URL(env.databaseUrl);
-  url.username = role;
-  const restricted = { ...env.env, DATABASE_URL: url.toString() };
+  const restricted = await roleWithoutTrigger(t, env, 'bm_guard');
   const plan = await runCli(['plan'], { env: restricted });
   t.equal(plan.code, 0, plan.stderr);
   t.match(plan.stderr, /^guard for the delete phase: none: execute will refuse to delete sources; create an index \(CREATE INDEX CONCURRENTLY ON avatars \(path\)/m);
@@ -279,22 +289,9 @@ t.test("rows naming a key as '/image/x', s3://bucket/image/x or an https URL kee
 
 t.test('index guard: a role without TRIGGER but with a path index deletes, finding rows added since the plan by the index', async (t) => {
   const env = await setupTestEnv(t);
-  const { postgres } = await getServices();
-  const role = `bm_guardix_${randomBytes(4).toString('hex')}`;
-  t.teardown(async () => {
-    await env.teardown();
-    await query(postgres.url, `drop role if exists ${role}`).catch(() => undefined);
-  });
   t.equal((await runCli(['seed', '--count', '12', '--quiet'], { env: env.env })).code, 0);
-  await query(
-    env.databaseUrl,
-    `create index avatars_path on avatars (path);
-     create role ${role} login; grant connect on database "${env.dbName}" to ${role}; grant usage on schema public to ${role};
-     grant select, update (path) on avatars to ${role}; create schema bucket_migrate authorization ${role};`,
-  );
-  const url = new URL(env.databaseUrl);
-  url.username = role;
-  const restricted = { ...env.env, DATABASE_URL: url.toString() };
+  await query(env.databaseUrl, `create index avatars_path on avatars (path)`);
+  const restricted = await roleWithoutTrigger(t, env, 'bm_guardix');
   const plan = await runCli(['plan'], { env: restricted });
   t.equal(plan.code, 0, plan.stderr);
   t.match(plan.stderr, /^guard for the delete phase: index/m);

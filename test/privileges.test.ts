@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import t, { type Test } from 'tap';
-import { connectMc } from '../scripts/lib/local-mc.js';
+import { connectMc, type Mc } from '../scripts/lib/local-mc.js';
 import { runCli } from './helpers/cli.js';
 import { getServices, listKeys, setupTestEnv, type TestEnv } from './helpers/services.js';
 import { assertMigrated, captureBaseline, query } from './support/end-state.js';
@@ -23,6 +23,25 @@ function block(doc: string, name: string): string {
   const match = new RegExp(`<!-- privileges:${name} -->\\s*\`\`\`\\w*\\n([\\s\\S]*?)\`\`\``).exec(doc);
   if (!match) throw new Error(`docs/PRIVILEGES.md has no privileges:${name} block`);
   return match[1]!;
+}
+
+/**
+ * A MinIO user with `policy` (a JSON document) as its only policy, and
+ * fresh random credentials; user and policy are removed at teardown.
+ */
+async function s3UserWithPolicy(t: Test, mc: Mc, user: string, policyName: string, policy: string): Promise<{ user: string; secret: string }> {
+  const policyFile = path.join(await fsp.mkdtemp(path.join(os.tmpdir(), 'bm-policy-')), 'policy.json');
+  await fsp.writeFile(policyFile, policy);
+  const secret = randomBytes(20).toString('hex');
+  await mc.run('admin', 'policy', 'create', mc.alias, policyName, policyFile);
+  await mc.run('admin', 'user', 'add', mc.alias, user, secret);
+  await mc.run('admin', 'policy', 'attach', mc.alias, policyName, '--user', user);
+  t.teardown(async () => {
+    await mc.run('admin', 'user', 'remove', mc.alias, user).catch(() => undefined);
+    await mc.run('admin', 'policy', 'remove', mc.alias, policyName).catch(() => undefined);
+    await fsp.rm(path.dirname(policyFile), { recursive: true, force: true });
+  });
+  return { user, secret };
 }
 
 function withCredentials(url: string, user: string): string {
@@ -69,19 +88,7 @@ t.test('a full migration with exactly the documented privileges', async (t) => {
   t.teardown(() => mc.close());
   const policy = block(doc, 's3').replace(/legacy-s3/g, env.sourceBucket).replace(/production-s3/g, env.targetBucket);
   JSON.parse(policy);
-  const policyFile = path.join(await fsp.mkdtemp(path.join(os.tmpdir(), 'bm-policy-')), 'policy.json');
-  await fsp.writeFile(policyFile, policy);
-  const user = `bmmig${suffix}`;
-  const secret = randomBytes(20).toString('hex');
-  const policyName = `bm-migrate-${suffix}`;
-  await mc.run('admin', 'policy', 'create', mc.alias, policyName, policyFile);
-  await mc.run('admin', 'user', 'add', mc.alias, user, secret);
-  await mc.run('admin', 'policy', 'attach', mc.alias, policyName, '--user', user);
-  t.teardown(async () => {
-    await mc.run('admin', 'user', 'remove', mc.alias, user).catch(() => undefined);
-    await mc.run('admin', 'policy', 'remove', mc.alias, policyName).catch(() => undefined);
-    await fsp.rm(path.dirname(policyFile), { recursive: true, force: true });
-  });
+  const { user, secret } = await s3UserWithPolicy(t, mc, `bmmig${suffix}`, `bm-migrate-${suffix}`, policy);
 
   const restricted = {
     ...env.env,
@@ -159,19 +166,7 @@ t.test('an S3 permission missing mid-run: exit 2, one line naming the action to 
     Statement: Array<{ Action: string[] }>;
   };
   for (const statement of policy.Statement) statement.Action = statement.Action.filter((a) => a !== 's3:PutObject');
-  const policyFile = path.join(await fsp.mkdtemp(path.join(os.tmpdir(), 'bm-policy-')), 'policy.json');
-  await fsp.writeFile(policyFile, JSON.stringify(policy));
-  const user = `bmnoput${suffix}`;
-  const secret = randomBytes(20).toString('hex');
-  const policyName = `bm-noput-${suffix}`;
-  await mc.run('admin', 'policy', 'create', mc.alias, policyName, policyFile);
-  await mc.run('admin', 'user', 'add', mc.alias, user, secret);
-  await mc.run('admin', 'policy', 'attach', mc.alias, policyName, '--user', user);
-  t.teardown(async () => {
-    await mc.run('admin', 'user', 'remove', mc.alias, user).catch(() => undefined);
-    await mc.run('admin', 'policy', 'remove', mc.alias, policyName).catch(() => undefined);
-    await fsp.rm(path.dirname(policyFile), { recursive: true, force: true });
-  });
+  const { user, secret } = await s3UserWithPolicy(t, mc, `bmnoput${suffix}`, `bm-noput-${suffix}`, JSON.stringify(policy));
   const run = await runCli(['execute', '--threads', '1', '--quiet'], { env: { ...env.env, AWS_ACCESS_KEY_ID: user, AWS_SECRET_ACCESS_KEY: secret } });
   t.equal(run.code, 2, `a missing S3 permission is a configuration error: exit 2\n${run.stderr}`);
   const errors = run.stderr.split('\n').filter((l) => /^bucket-migrate:/.test(l));

@@ -24,6 +24,36 @@ export interface GoInstallConfig {
   failure: (reason: string) => string;
 }
 
+/** How to find one pinned binary (MinIO, mc, versitygw) before building it. */
+export interface PinnedBinaryConfig extends Omit<GoInstallConfig, 'cacheDir' | 'log'> {
+  /** The environment variable that names a binary explicitly (`MINIO_BIN`). */
+  envVar: string;
+  /** Also take `binary` from PATH (MinIO: any release serves; versitygw: not, the tests measure one release). */
+  fromPath?: boolean;
+  /** Prefix of its log lines (`s3`, `mc`). */
+  logAs: string;
+  log?: (line: string) => void;
+}
+
+/**
+ * Returns the path of a pinned binary: the one `envVar` names (an explicit
+ * choice that is wrong fails loudly, it is not replaced), else, with
+ * `fromPath`, one on PATH, else the cache dir's, else one built there with
+ * `go install` (under a lock, so parallel test files build it once).
+ */
+export async function ensurePinnedBinary(config: PinnedBinaryConfig): Promise<string> {
+  const { env, envVar, binary, logAs } = config;
+  const explicit = env[envVar];
+  if (explicit) {
+    if (await isExecutable(explicit)) return explicit;
+    throw new Error(`${envVar}=${explicit} is not an executable file`);
+  }
+  const onPath = config.fromPath ? await findOnPath(binary, env.PATH) : undefined;
+  if (onPath) return onPath;
+  const log = config.log ?? (() => undefined);
+  return goInstall({ ...config, cacheDir: binCacheDir(env), log: (line) => log(`${logAs}: ${line}`) });
+}
+
 /**
  * The directory Go-built server binaries are cached in (MinIO, mc,
  * versitygw): `${XDG_CACHE_HOME:-~/.cache}/bucket-migrate/bin`.

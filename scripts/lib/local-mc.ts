@@ -12,8 +12,7 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { guardChild } from './child-reaper.js';
-import { goInstall, isExecutable } from './go-install.js';
-import { minioCacheDir } from './local-minio.js';
+import { ensurePinnedBinary } from './go-install.js';
 
 /** `go list -m -json github.com/minio/mc@latest`, pinned. */
 export const MC_MODULE = 'github.com/minio/mc@v0.0.0-20250313080218-cf909e1063a9';
@@ -25,18 +24,13 @@ export interface McOptions {
 
 /** The path of an `mc` binary, building one if needed (under a lock, so parallel test files build it once). */
 export async function ensureMcBinary(opts: McOptions = {}): Promise<string> {
-  const env = opts.env ?? process.env;
-  const log = opts.log ?? (() => undefined);
-  if (env.MC_BIN) {
-    if (await isExecutable(env.MC_BIN)) return env.MC_BIN;
-    throw new Error(`MC_BIN=${env.MC_BIN} is not an executable file`);
-  }
-  return goInstall({
+  return ensurePinnedBinary({
+    envVar: 'MC_BIN',
     module: MC_MODULE,
     binary: 'mc',
-    cacheDir: minioCacheDir(env),
-    env,
-    log: (line) => log(`mc: ${line}`),
+    env: opts.env ?? process.env,
+    log: opts.log,
+    logAs: 'mc',
     failure: (reason) => `no mc binary and ${reason}; set MC_BIN to an mc binary`,
   });
 }

@@ -5,7 +5,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort } from './free-port.js';
-import { binCacheDir, findOnPath, goInstall, isExecutable } from './go-install.js';
+import { ensurePinnedBinary } from './go-install.js';
 import { startVersitygw } from './local-versitygw.js';
 import { serverHandle, spawnServer, type RunningServer } from './server-process.js';
 
@@ -100,11 +100,6 @@ function configuredS3(env: NodeJS.ProcessEnv): LocalS3 {
 // ---------------------------------------------------------------------------
 // Finding or building the binary
 
-/** The directory the MinIO binary is built into: `${XDG_CACHE_HOME:-~/.cache}/bucket-migrate/bin`. */
-export function minioCacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  return binCacheDir(env);
-}
-
 /**
  * Returns the path of a MinIO binary: `MINIO_BIN`, else `minio` on `PATH`,
  * else the cache dir's, else one built there with `go install` (under a lock,
@@ -112,30 +107,7 @@ export function minioCacheDir(env: NodeJS.ProcessEnv = process.env): string {
  * `S3_ENDPOINT` and `MINIO_BIN` when there is no binary and none can be built.
  */
 export async function ensureMinioBinary(opts: StartS3Options = {}): Promise<string> {
-  const env = opts.env ?? process.env;
-  const log = opts.log ?? (() => undefined);
-  const found = await findMinioBinary(env);
-  if (found) return found;
-  return goInstall({
-    module: MINIO_MODULE,
-    binary: 'minio',
-    cacheDir: minioCacheDir(env),
-    env,
-    log: (line) => log(`s3: ${line}`),
-    failure: noMinioMessage,
-  });
-}
-
-async function findMinioBinary(env: NodeJS.ProcessEnv): Promise<string | undefined> {
-  if (env.MINIO_BIN) {
-    // An explicit choice that is wrong should fail loudly, not be replaced.
-    if (await isExecutable(env.MINIO_BIN)) return env.MINIO_BIN;
-    throw new Error(`MINIO_BIN=${env.MINIO_BIN} is not an executable file`);
-  }
-  const onPath = await findOnPath('minio', env.PATH);
-  if (onPath) return onPath;
-  const cached = path.join(minioCacheDir(env), 'minio');
-  return (await isExecutable(cached)) ? cached : undefined;
+  return ensurePinnedBinary({ envVar: 'MINIO_BIN', module: MINIO_MODULE, binary: 'minio', fromPath: true, env: opts.env ?? process.env, log: opts.log, logAs: 's3', failure: noMinioMessage });
 }
 
 function noMinioMessage(reason: string): string {

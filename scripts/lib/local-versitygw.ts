@@ -22,7 +22,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort } from './free-port.js';
-import { binCacheDir, goInstall, isExecutable } from './go-install.js';
+import { ensurePinnedBinary } from './go-install.js';
 import type { LocalS3, StartS3Options } from './local-minio.js';
 import { serverHandle, spawnServer, type RunningServer } from './server-process.js';
 
@@ -40,18 +40,13 @@ const REGION = 'us-east-1';
  * measure one pinned release, and a PATH binary could be any version.
  */
 export async function ensureVersitygwBinary(opts: StartS3Options = {}): Promise<string> {
-  const env = opts.env ?? process.env;
-  const log = opts.log ?? (() => undefined);
-  if (env.VERSITYGW_BIN) {
-    if (await isExecutable(env.VERSITYGW_BIN)) return env.VERSITYGW_BIN;
-    throw new Error(`VERSITYGW_BIN=${env.VERSITYGW_BIN} is not an executable file`);
-  }
-  return goInstall({
+  return ensurePinnedBinary({
+    envVar: 'VERSITYGW_BIN',
     module: VERSITYGW_MODULE,
     binary: 'versitygw',
-    cacheDir: binCacheDir(env),
-    env,
-    log: (line) => log(`s3: ${line}`),
+    env: opts.env ?? process.env,
+    log: opts.log,
+    logAs: 's3',
     failure: (reason) =>
       `no versitygw binary and ${reason}; install Go, or set VERSITYGW_BIN to a versitygw binary, or leave TEST_S3_SERVER unset to use MinIO`,
   });

@@ -3,7 +3,8 @@ import { formatTableName, quoteIdent } from '../config/identifiers.js';
 import type { MigrateConfig } from '../config/config.js';
 import { UsageError } from '../errors.js';
 
-interface StoredConfig {
+/** A `ledger_config` row: the locations and table a ledger was planned for. */
+export interface StoredConfig {
   source_bucket: string;
   source_prefix: string;
   target_bucket: string;

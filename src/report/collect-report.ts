@@ -1,5 +1,6 @@
 import os from 'node:os';
 import { sql, type Kysely } from 'kysely';
+import type { StoredConfig } from '../ledger/ledger-config.js';
 import { readStateCounts } from '../ledger/ledger-counts.js';
 import { ALL_STATES, UNSETTLED_STATES, type LedgerState } from '../ledger/state-machine.js';
 import {
@@ -209,15 +210,7 @@ async function listKeys(db: Kysely<any>, ledger: ReturnType<typeof sql.id>, stat
 }
 
 async function readLedgerConfig(db: Kysely<any>, schema: string): Promise<Report['ledgerConfig']> {
-  const row = (await sql<{
-    source_bucket: string;
-    source_prefix: string;
-    target_bucket: string;
-    target_prefix: string;
-    table_name: string;
-    id_column: string;
-    path_column: string;
-  }>`select * from ${sql.id(schema, 'ledger_config')}`.execute(db)).rows[0];
+  const row = (await sql<StoredConfig>`select * from ${sql.id(schema, 'ledger_config')}`.execute(db)).rows[0];
   if (!row) return null;
   return {
     source: `s3://${row.source_bucket}/${row.source_prefix}`,

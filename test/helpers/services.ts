@@ -17,6 +17,7 @@ import {
 } from '@aws-sdk/client-s3';
 import tap from 'tap';
 import { startS3, type LocalS3 } from '../../scripts/lib/local-minio.js';
+import { localS3Client } from '../../scripts/lib/local-s3-client.js';
 import {
   createDatabase,
   dropDatabase,
@@ -156,18 +157,7 @@ export async function setupTestEnv(t: Teardownable, opts: SetupTestEnvOptions = 
  * A client for `s3` with its credentials passed explicitly, so it never
  * depends on the test process's own AWS_* environment.
  */
-export function createTestS3Client(s3: LocalS3, overrides: ConstructorParameters<typeof S3Client>[0] = {}): S3Client {
-  return new S3Client({
-    endpoint: s3.endpoint,
-    region: s3.region,
-    forcePathStyle: true,
-    credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
-    // Same as the app's client: S3-compatible servers vary in checksum support.
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-    ...overrides,
-  });
-}
+export const createTestS3Client = localS3Client;
 
 const SERVICE_SETTING = /^(DATABASE_URL$|S3_ENDPOINT$|AWS_|SOURCE_|TARGET_)/;
 

@@ -97,22 +97,34 @@ async function probeCopyIfNoneMatch(client: S3Client, bucket: string, key: strin
   );
 }
 
+/**
+ * A multipart upload of one part (the last, here the only, part may be
+ * smaller than 5 MiB), with extra fields for its create and complete
+ * requests: how the probes exercise multipart behaviour on small bodies.
+ */
+async function onePartUpload(
+  client: S3Client,
+  bucket: string,
+  key: string,
+  body: Uint8Array,
+  extra: { create?: { Tagging?: string }; complete?: { IfNoneMatch?: string } } = {},
+): Promise<void> {
+  const created = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ...extra.create }));
+  const part = await client.send(new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: created.UploadId, PartNumber: 1, Body: body, ContentLength: body.length }));
+  await client.send(
+    new CompleteMultipartUploadCommand({
+      Bucket: bucket,
+      Key: key,
+      UploadId: created.UploadId,
+      MultipartUpload: { Parts: [{ PartNumber: 1, ETag: part.ETag }] },
+      ...extra.complete,
+    }),
+  );
+}
+
 async function probeCompleteIfNoneMatch(client: S3Client, bucket: string, key: string): Promise<ConditionalOutcome> {
   return conditionalOutcome(client, bucket, key, async () => {
-    const created = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }));
-    // One part: the last (here the only) part may be smaller than 5 MiB.
-    const part = await client.send(
-      new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: created.UploadId, PartNumber: 1, Body: NEW, ContentLength: NEW.length }),
-    );
-    await client.send(
-      new CompleteMultipartUploadCommand({
-        Bucket: bucket,
-        Key: key,
-        UploadId: created.UploadId,
-        MultipartUpload: { Parts: [{ PartNumber: 1, ETag: part.ETag }] },
-        IfNoneMatch: '*',
-      }),
-    );
+    await onePartUpload(client, bucket, key, NEW, { complete: { IfNoneMatch: '*' } });
   });
 }
 
@@ -157,18 +169,7 @@ function probeTagging(client: S3Client, bucket: string, key: string): Promise<Ke
 
 function probeMultipartTagging(client: S3Client, bucket: string, key: string): Promise<KeptOutcome> {
   return keptOutcome(async () => {
-    const created = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, Tagging: TAGGING }));
-    const part = await client.send(
-      new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: created.UploadId, PartNumber: 1, Body: OLD, ContentLength: OLD.length }),
-    );
-    await client.send(
-      new CompleteMultipartUploadCommand({
-        Bucket: bucket,
-        Key: key,
-        UploadId: created.UploadId,
-        MultipartUpload: { Parts: [{ PartNumber: 1, ETag: part.ETag }] },
-      }),
-    );
+    await onePartUpload(client, bucket, key, OLD, { create: { Tagging: TAGGING } });
     return (await sortedTags(client, bucket, key)) === TAGS;
   });
 }
