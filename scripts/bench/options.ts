@@ -25,7 +25,7 @@ export const USAGE = `Usage: npm run bench -- [options]
   --batch-sizes LIST      also run execute at the best --threads with these --batch-size values
   --execute-args=ARGS     extra flags for every execute run (with "=": --execute-args="--batch-size 500")
   --plan-args=ARGS        flags for the plan before each execute (default --list: sizes, ETags and
-                          storage classes from one LIST per 1,000 keys, so execute needs no source HEAD)
+                          storage classes from one LIST per 1,000 keys; execute still HEADs each source)
   --plan-rows N           rows for the plan benchmark (default 1000000; 0 skips it)
   --claim-lanes N         concurrent connections for the claim benchmark (default 8)
   --profile               also run execute (best --threads) once under node --cpu-prof and show where its CPU goes
