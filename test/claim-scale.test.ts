@@ -12,7 +12,7 @@
  * statements reads the ledger but through the index of the keys it lists:
  * its cost does not grow with the ledger (migration 0009-ledger-counts).
  */
-import { Kysely, PostgresDialect, type CompiledQuery } from 'kysely';
+import type { CompiledQuery } from 'kysely';
 import pg from 'pg';
 import t from 'tap';
 import { hasLiveRows } from '../src/execute/worker-loop.js';
@@ -20,21 +20,9 @@ import { ALL_STATES, claimBatch, type LedgerContext } from '../src/ledger/state-
 import { collectReport } from '../src/report/collect-report.js';
 import { runCli } from './helpers/cli.js';
 import { setupTestEnv } from './helpers/services.js';
+import { capturingDb, describeNode, nodesOf, type PlanNode } from './support/query-plans.js';
 
-interface PlanNode {
-  'Node Type': string;
-  'Relation Name'?: string;
-  'Index Name'?: string;
-  'Actual Rows'?: number;
-  'Actual Loops'?: number;
-  'Rows Removed by Filter'?: number;
-  'Shared Hit Blocks'?: number;
-  'Shared Read Blocks'?: number;
-  Plans?: PlanNode[];
-}
-
-const nodesOf = (plan: PlanNode): PlanNode[] => [plan, ...(plan.Plans ?? []).flatMap(nodesOf)];
-const describe = (n: PlanNode) => `${n['Node Type']}${n['Relation Name'] ? ` on ${n['Relation Name']}` : ''}${n['Index Name'] ? ` using ${n['Index Name']}` : ''}`;
+const describe = describeNode;
 
 t.test('a --keep-source claim and the live-rows probe stay O(batch) with 900,000 of 1,000,000 keys parked', async (t) => {
   const ROWS = 1_000_000;
@@ -59,14 +47,7 @@ t.test('a --keep-source claim and the live-rows probe stay O(batch) with 900,000
   // scan until then: see docs/SCALE.md, vacuum.)
   await admin.query('vacuum bucket_migrate.migration_ledger');
 
-  const captured: CompiledQuery[] = [];
-  const db = new Kysely<any>({
-    dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: env.databaseUrl, max: 2 }) }),
-    log: (event) => {
-      if (event.level === 'query') captured.push(event.query);
-    },
-  });
-  t.teardown(() => db.destroy());
+  const { db, captured } = capturingDb(t, env.databaseUrl);
   const ctx: LedgerContext = { db, schema: 'bucket_migrate', table: { name: 'avatars' }, idColumn: 'id', pathColumn: 'path', idCast: 'int4', me: 'claim-scale-test' };
 
   const explainAnalyzed = async (statement: CompiledQuery) => {

@@ -12,31 +12,17 @@
  * - `--dest-check list` replaces the HEAD per key with one listing per batch
  *   and still never overwrites a different object at the destination.
  */
-import { Kysely, PostgresDialect, type CompiledQuery } from 'kysely';
-import pg from 'pg';
+import type { CompiledQuery } from 'kysely';
 import t from 'tap';
 import { claimBatch, commitRows, fenceDeletes, findNamingRows, markCopied, markDone, type LedgerContext } from '../src/ledger/state-machine.js';
 import { runCli } from './helpers/cli.js';
 import { getBytes, listKeys, putObject, setupTestEnv } from './helpers/services.js';
 import { startFaultProxy } from './support/fault-proxy.js';
+import { capturingDb, describeNode, nodesOf, type PlanNode } from './support/query-plans.js';
 import { withPgClient } from '../scripts/lib/pg-once.js';
 
 const withClient = withPgClient;
 
-interface PlanNode {
-  'Node Type': string;
-  'Relation Name'?: string;
-  'Index Name'?: string;
-  'Actual Rows'?: number;
-  'Actual Loops'?: number;
-  Plans?: PlanNode[];
-}
-
-function nodesOf(plan: PlanNode): PlanNode[] {
-  return [plan, ...(plan.Plans ?? []).flatMap(nodesOf)];
-}
-
-const describeNode = (n: PlanNode) => `${n['Node Type']}${n['Relation Name'] ? ` on ${n['Relation Name']}` : ''}${n['Index Name'] ? ` using ${n['Index Name']}` : ''}`;
 
 t.test('on a 1,000,000-row table every per-batch statement uses an index; the commit uses the primary key', async (t) => {
   const ROWS = 1_000_000;
@@ -55,14 +41,7 @@ t.test('on a 1,000,000-row table every per-batch statement uses an index; the co
   t.comment(`plan of ${ROWS} rows: ${((Date.now() - planned) / 1000).toFixed(1)} s`);
 
   // The state machine's statements, captured as sent.
-  const captured: CompiledQuery[] = [];
-  const db = new Kysely<any>({
-    dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: env.databaseUrl, max: 2 }) }),
-    log: (event) => {
-      if (event.level === 'query') captured.push(event.query);
-    },
-  });
-  t.teardown(() => db.destroy());
+  const { db, captured } = capturingDb(t, env.databaseUrl);
   const ctx: LedgerContext = {
     db,
     schema: 'bucket_migrate',

@@ -1,13 +1,12 @@
 import type { ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fsp from 'node:fs/promises';
-import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort } from './free-port.js';
 import { ensurePinnedBinary } from './go-install.js';
 import { startVersitygw } from './local-versitygw.js';
-import { serverHandle, spawnServer, type RunningServer } from './server-process.js';
+import { answers200, logTail, serverHandle, spawnServer, type RunningServer } from './server-process.js';
 
 /** Where the S3 server in use came from. */
 export type S3Kind = 'configured' | TestS3Server;
@@ -192,36 +191,13 @@ async function waitHealthy(layout: MinioLayout, child: ChildProcess): Promise<vo
   child.once('error', (error) => (exit = `failed to spawn: ${error.message}`));
   while (Date.now() < deadline) {
     if (exit !== undefined) break;
-    if (await isLive(layout.port)) return;
+    if (await answers200(layout.port, '/minio/health/live')) return;
     await sleep(100);
   }
   const why = exit ?? `not healthy after ${HEALTH_TIMEOUT_MS / 1000} s`;
   throw new Error(`MinIO (${layout.binary}) ${why}\n--- ${layout.logFile} ---\n${await logTail(layout.logFile)}`);
 }
 
-function isLive(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    // agent: false so no keep-alive socket outlives the probe.
-    const request = http.get(
-      { host: '127.0.0.1', port, path: '/minio/health/live', agent: false, timeout: 1_000 },
-      (response) => {
-        response.resume();
-        resolve(response.statusCode === 200);
-      },
-    );
-    request.once('timeout', () => request.destroy());
-    request.once('error', () => resolve(false));
-  });
-}
-
-async function logTail(file: string, bytes = 4_096): Promise<string> {
-  try {
-    const content = await fsp.readFile(file, 'utf8');
-    return content.slice(-bytes);
-  } catch {
-    return '(no log)';
-  }
-}
 
 /** SIGTERM, then SIGKILL after a grace period; a paused child gets SIGCONT so it can see the SIGTERM. */
 

@@ -18,13 +18,12 @@
 import type { ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fsp from 'node:fs/promises';
-import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort } from './free-port.js';
 import { ensurePinnedBinary } from './go-install.js';
 import type { LocalS3, StartS3Options } from './local-minio.js';
-import { serverHandle, spawnServer, type RunningServer } from './server-process.js';
+import { answers200, logTail, serverHandle, spawnServer, type RunningServer } from './server-process.js';
 
 /** The versitygw release the tests run against. */
 export const VERSITYGW_MODULE = 'github.com/versity/versitygw/cmd/versitygw@v1.8.0';
@@ -132,7 +131,7 @@ async function waitHealthy(layout: VersitygwLayout, child: ChildProcess): Promis
       }
       throw new Error(`versitygw exited at start-up (${child.exitCode ?? child.signalCode}); log:\n${log}`);
     }
-    if (await healthy(layout.port)) return;
+    if (await answers200(layout.port, HEALTH_PATH)) return;
     if (Date.now() > deadline) {
       throw new Error(`versitygw not healthy after ${HEALTH_TIMEOUT_MS} ms; log:\n${await logTail(layout.logFile)}`);
     }
@@ -140,22 +139,5 @@ async function waitHealthy(layout: VersitygwLayout, child: ChildProcess): Promis
   }
 }
 
-function healthy(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const request = http.get({ host: '127.0.0.1', port, path: HEALTH_PATH, agent: false, timeout: 1_000 }, (response) => {
-      response.resume();
-      resolve(response.statusCode === 200);
-    });
-    request.once('timeout', () => request.destroy());
-    request.once('error', () => resolve(false));
-  });
-}
 
-async function logTail(file: string, bytes = 4_096): Promise<string> {
-  try {
-    return (await fsp.readFile(file, 'utf8')).slice(-bytes);
-  } catch {
-    return '(no log)';
-  }
-}
 

@@ -7,6 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
+import http from 'node:http';
 import { guardChild, type ChildGuard } from './child-reaper.js';
 import type { LocalS3, TestS3Server } from './local-minio.js';
 
@@ -28,6 +29,28 @@ export interface ServerLayout {
 const STOP_GRACE_MS = 5_000;
 
 /** SIGTERM, then SIGKILL after a grace period; a paused child gets SIGCONT so it can see the SIGTERM. */
+/** Whether a GET of `path` on the loopback `port` answers 200 within a second (a health probe). */
+export function answers200(port: number, path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    // agent: false so no keep-alive socket outlives the probe.
+    const request = http.get({ host: '127.0.0.1', port, path, agent: false, timeout: 1_000 }, (response) => {
+      response.resume();
+      resolve(response.statusCode === 200);
+    });
+    request.once('timeout', () => request.destroy());
+    request.once('error', () => resolve(false));
+  });
+}
+
+/** The last `bytes` of a server's log, for the error that says why it did not start. */
+export async function logTail(file: string, bytes = 4_096): Promise<string> {
+  try {
+    return (await fsp.readFile(file, 'utf8')).slice(-bytes);
+  } catch {
+    return '(no log)';
+  }
+}
+
 export async function terminateServer(running: RunningServer): Promise<void> {
   const { child, guard, exited } = running;
   if (child.exitCode === null && child.signalCode === null) {
