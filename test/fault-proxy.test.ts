@@ -12,6 +12,12 @@ function errorOf(err: unknown): { name?: string; code?: string; status?: number 
   return { name: e?.name, code: e?.code, status: e?.$metadata?.httpStatusCode };
 }
 
+/** What `promise` rejected with, or undefined when it resolved. */
+const rejectionOf = (promise: Promise<unknown>): Promise<unknown> => promise.then(
+  () => undefined,
+  (e: unknown) => e,
+);
+
 t.test('fault proxy', async (t) => {
   const env = await setupTestEnv(t);
   const proxy: FaultProxy = await startFaultProxy(env.s3.endpoint);
@@ -45,10 +51,7 @@ t.test('fault proxy', async (t) => {
 
   await t.test('reset before: the request never reaches the server', async (t) => {
     proxy.setConfig({ resetBeforeRate: 1 });
-    const err = await putObject(client, bucket, 'x/reset-before', 'x').then(
-      () => undefined,
-      (e: unknown) => e,
-    );
+    const err = await rejectionOf(putObject(client, bucket, 'x/reset-before', 'x'));
     proxy.setConfig({});
     t.ok(err, 'the client sees a failure');
     t.equal(errorOf(err).status, undefined, 'with no HTTP status');
@@ -57,10 +60,7 @@ t.test('fault proxy', async (t) => {
 
   await t.test('reset after: applied upstream, but the client never hears', async (t) => {
     proxy.setConfig({ resetAfterRate: 1 });
-    const err = await putObject(client, bucket, 'x/reset-after', 'applied').then(
-      () => undefined,
-      (e: unknown) => e,
-    );
+    const err = await rejectionOf(putObject(client, bucket, 'x/reset-after', 'applied'));
     proxy.setConfig({});
     t.ok(err, 'the client sees a failure');
     t.equal((await getBytes(direct, bucket, 'x/reset-after'))?.toString(), 'applied', 'yet the object was written');

@@ -28,6 +28,7 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import t, { type Test } from 'tap';
+import { plannedTestEnv } from './helpers/planned-env.js';
 import { runCli, spawnCli } from './helpers/cli.js';
 import { ledgerStates, query } from './helpers/db.js';
 import { getServices, listKeys, setupTestEnv, type TestEnv } from './helpers/services.js';
@@ -113,10 +114,8 @@ t.test('finding 1: a role without TRIGGER and without a path index gets exit 2 o
 });
 
 t.test('finding 2: revert after cutover moves back rows the application wrote with avatar/ paths; rows_updated accumulates', async (t) => {
-  const env = await setupTestEnv(t);
   const KEYS = 30;
-  t.equal((await runCli(['seed', '--count', String(KEYS), '--quiet'], { env: env.env })).code, 0);
-  t.equal((await runCli(['plan'], { env: env.env })).code, 0);
+  const env = await plannedTestEnv(t, KEYS);
   t.equal((await runCli(['execute', '--keep-source', '--quiet'], { env: env.env })).code, 0);
   // A row added after the commit: the delete phase commits key 3 a second time.
   const [late] = await query<{ id: number }>(env.databaseUrl, `insert into avatars (path) values ('image/avatar-3.png') returning id`);
@@ -150,10 +149,8 @@ t.test('finding 2: revert after cutover moves back rows the application wrote wi
 });
 
 t.test('finding 3: execute --delete-only frozen past its lease while revert takes its keys deletes nothing on waking', async (t) => {
-  const env = await setupTestEnv(t);
   const KEYS = 20;
-  t.equal((await runCli(['seed', '--count', String(KEYS), '--quiet'], { env: env.env })).code, 0);
-  t.equal((await runCli(['plan'], { env: env.env })).code, 0);
+  const env = await plannedTestEnv(t, KEYS);
   t.equal((await runCli(['execute', '--keep-source', '--quiet'], { env: env.env })).code, 0);
   // The target checks (HEAD) take 2 s: the worker is frozen between its claim and its delete.
   const { cliEnv } = await proxyTestEnv(t, env, { latencyMs: 2_000, match: (r) => r.method === 'HEAD' });
@@ -195,10 +192,8 @@ t.test('finding 3: execute --delete-only frozen past its lease while revert take
 });
 
 t.test('finding 4: plan re-run during execute, with the application writing: no row is stranded', async (t) => {
-  const env = await setupTestEnv(t);
   const KEYS = 120;
-  t.equal((await runCli(['seed', '--count', String(KEYS), '--quiet'], { env: env.env })).code, 0);
-  t.equal((await runCli(['plan'], { env: env.env })).code, 0);
+  const env = await plannedTestEnv(t, KEYS);
   t.equal((await runCli(['execute', '--keep-source', '--quiet'], { env: env.env })).code, 0);
   const observer = observe(t, env);
   const writer = startWriter(env.databaseUrl, KEYS, 'image/', 11);
@@ -225,9 +220,7 @@ t.test('finding 4: plan re-run during execute, with the application writing: no 
 });
 
 t.test('a transaction that began before the fence and writes a legacy path while execute waits is recorded or redirected, never broken', async (t) => {
-  const env = await setupTestEnv(t);
-  t.equal((await runCli(['seed', '--count', '10', '--quiet'], { env: env.env })).code, 0);
-  t.equal((await runCli(['plan'], { env: env.env })).code, 0);
+  const env = await plannedTestEnv(t, 10);
   t.equal((await runCli(['execute', '--keep-source', '--quiet'], { env: env.env })).code, 0);
   const repeatable = new pg.Client({ connectionString: env.databaseUrl, application_name: 'application-rr' });
   const committed = new pg.Client({ connectionString: env.databaseUrl, application_name: 'application-rc' });
@@ -309,9 +302,7 @@ t.test('index guard: a role without TRIGGER but with a path index deletes, findi
 });
 
 t.test('a guard trigger dropped after the plan: execute refuses the delete phase until plan runs again', async (t) => {
-  const env = await setupTestEnv(t);
-  t.equal((await runCli(['seed', '--count', '5', '--quiet'], { env: env.env })).code, 0);
-  t.equal((await runCli(['plan'], { env: env.env })).code, 0);
+  const env = await plannedTestEnv(t, 5);
   await query(env.databaseUrl, 'drop trigger bucket_migrate_guard on avatars');
   const refused = await runCli(['execute', '--quiet'], { env: env.env });
   t.equal(refused.code, 2);

@@ -1,13 +1,24 @@
 /** `execute --metrics-port`: Prometheus text while the run lasts. */
 import t from 'tap';
-import { runCli, spawnCli } from './helpers/cli.js';
-import { setupTestEnv } from './helpers/services.js';
+import { runCli, spawnCli, type SpawnedCli } from './helpers/cli.js';
+import { plannedTestEnv } from './helpers/planned-env.js';
 import { startFaultProxy } from './support/fault-proxy.js';
 
+/** The port of the metrics line a run prints at start; loopback by default (nothing authenticates a scrape). */
+function metricsPort(run: SpawnedCli): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    let seen = '';
+    run.child.stderr!.on('data', (chunk: Buffer | string) => {
+      seen += chunk.toString();
+      const match = /metrics: http:\/\/127\.0\.0\.1:(\d+)\/metrics/.exec(seen);
+      if (match) resolve(Number(match[1]));
+    });
+    run.child.once('close', () => reject(new Error(`no metrics line:\n${seen}`)));
+  });
+}
+
 t.test('--metrics-port serves Prometheus text during the run', async (t) => {
-  const env = await setupTestEnv(t);
-  t.equal((await runCli(['seed', '--count', '30', '--quiet'], { env: env.env })).code, 0);
-  t.equal((await runCli(['plan'], { env: env.env })).code, 0);
+  const env = await plannedTestEnv(t, 30);
   // Slow copies keep the run alive long enough to scrape it.
   const proxy = await startFaultProxy(env.s3.endpoint);
   t.teardown(() => proxy.close());
@@ -15,16 +26,7 @@ t.test('--metrics-port serves Prometheus text during the run', async (t) => {
   const child = spawnCli(['execute', '--metrics-port', '0', '--threads', '1', '--concurrency', '1', '--batch-size', '2', '--quiet'], {
     env: { ...env.env, S3_ENDPOINT: proxy.endpoint },
   });
-  const port = await new Promise<number>((resolve, reject) => {
-    let seen = '';
-    child.child.stderr!.on('data', (chunk: Buffer | string) => {
-      seen += chunk.toString();
-      // Loopback by default: nothing authenticates a scrape.
-      const match = /metrics: http:\/\/127\.0\.0\.1:(\d+)\/metrics/.exec(seen);
-      if (match) resolve(Number(match[1]));
-    });
-    child.child.once('close', () => reject(new Error(`no metrics line:\n${seen}`)));
-  });
+  const port = await metricsPort(child);
   let text = '';
   for (let i = 0; i < 50; i++) {
     const res = await fetch(`http://127.0.0.1:${port}/metrics`);
@@ -61,15 +63,7 @@ t.test('--metrics-port serves Prometheus text during the run', async (t) => {
   const back = spawnCli(['revert', '--metrics-port', '0', '--concurrency', '1', '--batch-size', '2', '--quiet'], {
     env: { ...env.env, S3_ENDPOINT: proxy.endpoint },
   });
-  const revertPort = await new Promise<number>((resolve, reject) => {
-    let seen = '';
-    back.child.stderr!.on('data', (chunk: Buffer | string) => {
-      seen += chunk.toString();
-      const match = /metrics: http:\/\/127\.0\.0\.1:(\d+)\/metrics/.exec(seen);
-      if (match) resolve(Number(match[1]));
-    });
-    back.child.once('close', () => reject(new Error(`no metrics line:\n${seen}`)));
-  });
+  const revertPort = await metricsPort(back);
   let revertText = '';
   for (let i = 0; i < 50; i++) {
     revertText = await (await fetch(`http://127.0.0.1:${revertPort}/metrics`)).text();
@@ -84,9 +78,7 @@ t.test('--metrics-port serves Prometheus text during the run', async (t) => {
 });
 
 t.test('--metrics-port on a port in use is a usage error before anything runs', async (t) => {
-  const env = await setupTestEnv(t);
-  t.equal((await runCli(['seed', '--count', '3', '--quiet'], { env: env.env })).code, 0);
-  t.equal((await runCli(['plan'], { env: env.env })).code, 0);
+  const env = await plannedTestEnv(t, 3);
   const http = await import('node:http');
   const blocker = http.createServer();
   await new Promise<void>((resolve) => blocker.listen(0, resolve));

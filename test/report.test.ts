@@ -10,6 +10,7 @@ import t, { type Test } from 'tap';
 import { runCli, spawnCli, type CliResult } from './helpers/cli.js';
 import { putObject, setupTestEnv, type TestEnv } from './helpers/services.js';
 import { query } from './helpers/db.js';
+import type { Report as ReportJson } from '../src/report/report-types.js';
 
 /** The documented top-level fields of `report --json` (docs/AUDIT.md). */
 const TOP_LEVEL = [
@@ -30,28 +31,8 @@ const TOP_LEVEL = [
 ];
 const STATES = ['pending', 'copied', 'db_updated', 'deleting', 'reverting', 'done', 'failed', 'conflict', 'missing', 'superseded', 'archived', 'reverted'];
 
-interface Report {
-  version: number;
-  planned: number;
-  states: Record<string, number>;
-  progress: { settled: number; remaining: number; percentSettled: number; percentDone: number };
-  throughput: {
-    since: string | null;
-    settled: number;
-    seconds: number;
-    overallPerSecond: number;
-    currentPerSecond: number;
-    etaSeconds: number | null;
-    lastHour: Array<{ minute: string; copied: number; done: number; settled: number }>;
-  };
-  attempts: Array<{ attempts: number; keys: number }>;
-  errors: Array<{ error: string; keys: number; states: Record<string, number> }>;
-  exceptions: Record<string, { count: number; keys: Array<{ id: number; srcKey: string; dstKey: string; rowIds: string[]; error: string | null; failedState: string | null }> }>;
-  leases: { held: number; expired: number; owners: Array<{ owner: string; keys: number; expired: boolean }> };
-  lastActivityAt: string | null;
-  ledgerConfig: { source: string; target: string; table: string } | null;
-  runs: Array<{ id: number; command: string; status: string; finishedAt: string | null; exitCode: number | null; processAlive: boolean | null; config: Record<string, unknown> }>;
-}
+/** `report --json`'s output: the type report builds (src/report/report-types.ts). */
+type Report = ReportJson;
 
 
 async function cli(env: TestEnv, args: string[]): Promise<CliResult> {

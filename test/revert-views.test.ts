@@ -9,13 +9,11 @@ import t from 'tap';
 import { ALL_STATES, TERMINAL_STATES } from '../src/ledger/state-machine.js';
 import { runCli } from './helpers/cli.js';
 import { query } from './helpers/db.js';
-import { setupTestEnv } from './helpers/services.js';
+import { plannedTestEnv } from './helpers/planned-env.js';
 
 t.test('after a revert, report and the audit views show the reverted keys', async (t) => {
-  const env = await setupTestEnv(t);
+  const env = await plannedTestEnv(t, 12);
   const cli = (args: string[]) => runCli(args, { env: env.env, timeoutMs: 120_000 });
-  t.equal((await cli(['seed', '--count', '12', '--quiet'])).code, 0);
-  t.equal((await cli(['plan'])).code, 0);
   const run = await cli(['execute', '--quiet']);
   t.equal(run.code, 0, run.stderr);
   const back = await cli(['revert', '--limit', '10', '--batch-size', '5', '--quiet']);

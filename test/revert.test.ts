@@ -8,6 +8,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { avatarPng } from '../src/seed/png.js';
+import { plannedTestEnv } from './helpers/planned-env.js';
 import { runCli, spawnCli } from './helpers/cli.js';
 import { ledgerStates, query } from './helpers/db.js';
 import { listKeys, objectExists, putObject, setupTestEnv, type TestEnv } from './helpers/services.js';
@@ -24,10 +25,8 @@ async function paths(env: TestEnv): Promise<string[]> {
 }
 
 t.test('revert after a full run: a canary, then the rest, then a no-op', async (t) => {
-  const env = await setupTestEnv(t);
-  t.equal((await runCli(['seed', '--count', '50', '--quiet'], { env: env.env })).code, 0);
-  const before = await paths(env);
-  t.equal((await runCli(['plan'], { env: env.env })).code, 0);
+  const env = await plannedTestEnv(t, 50);
+  const before = await paths(env); // plan reads the table only: these are the seeded paths
   const run = await runCli(['execute', '--quiet'], { env: env.env });
   t.equal(run.code, 0, run.stderr);
   t.same(await ledgerStates(env.databaseUrl), { done: 50 });
@@ -67,10 +66,8 @@ t.test('revert after a full run: a canary, then the rest, then a no-op', async (
 });
 
 t.test('revert after --keep-source moves rows only; a row the application changed is left alone', async (t) => {
-  const env = await setupTestEnv(t);
-  t.equal((await runCli(['seed', '--count', '20', '--quiet'], { env: env.env })).code, 0);
-  const before = await paths(env);
-  t.equal((await runCli(['plan'], { env: env.env })).code, 0);
+  const env = await plannedTestEnv(t, 20);
+  const before = await paths(env); // plan reads the table only: these are the seeded paths
   t.equal((await runCli(['execute', '--keep-source', '--quiet'], { env: env.env })).code, 0);
   await query(env.databaseUrl, `update avatars set path = 'uploads/avatar-1-new.png' where id = 1`);
 
@@ -91,10 +88,8 @@ t.test('revert after --keep-source moves rows only; a row the application change
 });
 
 t.test('revert killed (SIGKILL) with keys part-way back, then resumed', async (t) => {
-  const env = await setupTestEnv(t);
-  t.equal((await runCli(['seed', '--count', '60', '--quiet'], { env: env.env })).code, 0);
-  const before = await paths(env);
-  t.equal((await runCli(['plan'], { env: env.env })).code, 0);
+  const env = await plannedTestEnv(t, 60);
+  const before = await paths(env); // plan reads the table only: these are the seeded paths
   t.equal((await runCli(['execute', '--quiet'], { env: env.env })).code, 0);
   // Slow target deletes (DeleteObjects is a POST) hold keys in `reverting`: rows back, copy not yet deleted.
   const proxy = await startFaultProxy(env.s3.endpoint);
@@ -131,9 +126,7 @@ t.test('revert killed (SIGKILL) with keys part-way back, then resumed', async (t
 });
 
 t.test('a key revert gives up on in reverting (a row names its target in another spelling) is finished forward by execute --retry-failed', async (t) => {
-  const env = await setupTestEnv(t);
-  t.equal((await runCli(['seed', '--count', '6', '--quiet'], { env: env.env })).code, 0);
-  t.equal((await runCli(['plan'], { env: env.env })).code, 0);
+  const env = await plannedTestEnv(t, 6);
   const run = await runCli(['execute', '--quiet'], { env: env.env });
   t.equal(run.code, 0, run.stderr);
   // After cutover the application writes a row naming one copy with a leading '/'.

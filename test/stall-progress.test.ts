@@ -4,14 +4,12 @@
  * (issue 15, item 4).
  */
 import t from 'tap';
-import { runCli, spawnCli } from './helpers/cli.js';
-import { setupTestEnv } from './helpers/services.js';
+import { spawnCli } from './helpers/cli.js';
+import { plannedTestEnv } from './helpers/planned-env.js';
 import { startFaultProxy } from './support/fault-proxy.js';
 
 t.test('an S3 freeze is named in the progress lines, and the run finishes once it ends', async (t) => {
-  const env = await setupTestEnv(t);
-  t.equal((await runCli(['seed', '--count', '60', '--quiet'], { env: env.env })).code, 0);
-  t.equal((await runCli(['plan'], { env: env.env })).code, 0);
+  const env = await plannedTestEnv(t, 60);
   const proxy = await startFaultProxy(env.s3.endpoint);
   t.teardown(() => proxy.close());
   // --max-rps keeps the run going long enough to freeze S3 in the middle of it.

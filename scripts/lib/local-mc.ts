@@ -24,15 +24,8 @@ export interface McOptions {
 
 /** The path of an `mc` binary, building one if needed (under a lock, so parallel test files build it once). */
 export async function ensureMcBinary(opts: McOptions = {}): Promise<string> {
-  return ensurePinnedBinary({
-    envVar: 'MC_BIN',
-    module: MC_MODULE,
-    binary: 'mc',
-    env: opts.env ?? process.env,
-    log: opts.log,
-    logAs: 'mc',
-    failure: (reason) => `no mc binary and ${reason}; set MC_BIN to an mc binary`,
-  });
+  const failure = (reason: string) => `no mc binary and ${reason}; set MC_BIN to an mc binary`;
+  return ensurePinnedBinary({ envVar: 'MC_BIN', module: MC_MODULE, binary: 'mc', env: opts.env ?? process.env, log: opts.log, logAs: 'mc', failure });
 }
 
 /** An `mc` bound to one server through a private config dir and an alias. */

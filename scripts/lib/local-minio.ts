@@ -1,12 +1,11 @@
 import type { ChildProcess } from 'node:child_process';
-import crypto from 'node:crypto';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort } from './free-port.js';
 import { ensurePinnedBinary } from './go-install.js';
 import { startVersitygw } from './local-versitygw.js';
-import { answers200, logTail, serverHandle, spawnServer, type RunningServer } from './server-process.js';
+import { answers200, firstStart, logTail, randomRootCredentials, spawnServer, type RunningServer } from './server-process.js';
 
 /** Where the S3 server in use came from. */
 export type S3Kind = 'configured' | TestS3Server;
@@ -139,19 +138,9 @@ async function startMinio(binary: string, log: (line: string) => void): Promise<
     logFile: path.join(dataDir, 'minio.log'),
     port: await freePort(),
     consolePort: await freePort(),
-    accessKeyId: `bm${crypto.randomBytes(6).toString('hex')}`,
-    secretAccessKey: crypto.randomBytes(20).toString('hex'),
+    ...randomRootCredentials(),
   };
-  const startedAt = Date.now();
-  let running: RunningServer;
-  try {
-    running = await launchMinio(layout);
-  } catch (error) {
-    await fsp.rm(dataDir, { recursive: true, force: true });
-    throw error;
-  }
-  log(`s3: MinIO on 127.0.0.1:${layout.port} ready in ${Date.now() - startedAt} ms (${dataDir})`);
-  return serverHandle('minio', DEFAULT_REGION, layout, running, launchMinio);
+  return firstStart('minio', DEFAULT_REGION, layout, launchMinio, log);
 }
 
 

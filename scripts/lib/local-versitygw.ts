@@ -16,14 +16,13 @@
  * xattrs; that is reported in one line naming `VERSITYGW_DATA_PARENT`.
  */
 import type { ChildProcess } from 'node:child_process';
-import crypto from 'node:crypto';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort } from './free-port.js';
 import { ensurePinnedBinary } from './go-install.js';
 import type { LocalS3, StartS3Options } from './local-minio.js';
-import { answers200, logTail, serverHandle, spawnServer, type RunningServer } from './server-process.js';
+import { answers200, firstStart, logTail, randomRootCredentials, spawnServer, type RunningServer } from './server-process.js';
 
 /** The versitygw release the tests run against. */
 export const VERSITYGW_MODULE = 'github.com/versity/versitygw/cmd/versitygw@v1.8.0';
@@ -39,16 +38,9 @@ const REGION = 'us-east-1';
  * measure one pinned release, and a PATH binary could be any version.
  */
 export async function ensureVersitygwBinary(opts: StartS3Options = {}): Promise<string> {
-  return ensurePinnedBinary({
-    envVar: 'VERSITYGW_BIN',
-    module: VERSITYGW_MODULE,
-    binary: 'versitygw',
-    env: opts.env ?? process.env,
-    log: opts.log,
-    logAs: 's3',
-    failure: (reason) =>
-      `no versitygw binary and ${reason}; install Go, or set VERSITYGW_BIN to a versitygw binary, or leave TEST_S3_SERVER unset to use MinIO`,
-  });
+  const failure = (reason: string) =>
+    `no versitygw binary and ${reason}; install Go, or set VERSITYGW_BIN to a versitygw binary, or leave TEST_S3_SERVER unset to use MinIO`;
+  return ensurePinnedBinary({ envVar: 'VERSITYGW_BIN', module: VERSITYGW_MODULE, binary: 'versitygw', env: opts.env ?? process.env, log: opts.log, logAs: 's3', failure });
 }
 
 interface VersitygwLayout {
@@ -80,20 +72,14 @@ export async function startVersitygw(opts: StartS3Options = {}): Promise<LocalS3
     rootDir: path.join(dataDir, 'data'),
     logFile: path.join(dataDir, 'versitygw.log'),
     port: await freePort(),
-    accessKeyId: `bm${crypto.randomBytes(6).toString('hex')}`,
-    secretAccessKey: crypto.randomBytes(20).toString('hex'),
+    ...randomRootCredentials(),
   };
-  const startedAt = Date.now();
-  let running: RunningServer;
-  try {
-    await fsp.mkdir(layout.rootDir, { recursive: true });
-    running = await launch(layout);
-  } catch (error) {
-    await fsp.rm(dataDir, { recursive: true, force: true });
-    throw error;
-  }
-  log(`s3: versitygw on 127.0.0.1:${layout.port} ready in ${Date.now() - startedAt} ms (${dataDir})`);
-  return serverHandle('versitygw', REGION, layout, running, launch);
+  // The root dir is made by each launch (a restart finds it there already).
+  const launchInRoot = async (l: VersitygwLayout) => {
+    await fsp.mkdir(l.rootDir, { recursive: true });
+    return launch(l);
+  };
+  return firstStart('versitygw', REGION, layout, launchInRoot, log);
 }
 
 function launchArgs(layout: VersitygwLayout): string[] {

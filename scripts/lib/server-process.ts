@@ -5,6 +5,7 @@
  * stop it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import http from 'node:http';
@@ -28,7 +29,11 @@ export interface ServerLayout {
 
 const STOP_GRACE_MS = 5_000;
 
-/** SIGTERM, then SIGKILL after a grace period; a paused child gets SIGCONT so it can see the SIGTERM. */
+/** Fresh random root credentials for a private server (never the AWS_* of this environment). */
+export function randomRootCredentials(): { accessKeyId: string; secretAccessKey: string } {
+  return { accessKeyId: `bm${crypto.randomBytes(6).toString('hex')}`, secretAccessKey: crypto.randomBytes(20).toString('hex') };
+}
+
 /** Whether a GET of `path` on the loopback `port` answers 200 within a second (a health probe). */
 export function answers200(port: number, path: string): Promise<boolean> {
   return new Promise((resolve) => {
@@ -51,6 +56,31 @@ export async function logTail(file: string, bytes = 4_096): Promise<string> {
   }
 }
 
+/**
+ * The first start of a private server whose data dir is `layout.dataDir`:
+ * `launch` it, remove the data dir if it did not come up, log how long it
+ * took, and return its handle (see {@link serverHandle}).
+ */
+export async function firstStart<L extends ServerLayout>(
+  kind: TestS3Server,
+  region: string,
+  layout: L,
+  launch: (layout: L) => Promise<RunningServer>,
+  log: (line: string) => void,
+): Promise<LocalS3> {
+  const startedAt = Date.now();
+  let running: RunningServer;
+  try {
+    running = await launch(layout);
+  } catch (error) {
+    await fsp.rm(layout.dataDir, { recursive: true, force: true });
+    throw error;
+  }
+  log(`s3: ${kind === 'minio' ? 'MinIO' : kind} on 127.0.0.1:${layout.port} ready in ${Date.now() - startedAt} ms (${layout.dataDir})`);
+  return serverHandle(kind, region, layout, running, launch);
+}
+
+/** SIGTERM, then SIGKILL after a grace period; a paused child gets SIGCONT so it can see the SIGTERM. */
 export async function terminateServer(running: RunningServer): Promise<void> {
   const { child, guard, exited } = running;
   if (child.exitCode === null && child.signalCode === null) {
