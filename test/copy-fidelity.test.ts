@@ -74,6 +74,14 @@ function pattern(size: number, seed: number): Buffer {
   return bytes;
 }
 
+/** Every ledger row's key, state, last error and failure count, by key. */
+function ledgerRows(env: TestEnv) {
+  return query<{ src_key: string; state: string; last_error: string | null; failures: number }>(
+    env.databaseUrl,
+    'select src_key, state, last_error, failures from bucket_migrate.migration_ledger order by src_key',
+  );
+}
+
 t.test('object-attributes: decisions without a server', async (t) => {
   t.same(copyStorageClass('REDUCED_REDUNDANCY', {}), 'REDUCED_REDUNDANCY', 'the source class is kept');
   t.equal(copyStorageClass('STANDARD', {}), undefined, 'STANDARD is the default and not sent');
@@ -242,10 +250,7 @@ t.test('an archived source (403 InvalidObjectState) is archived, not fatal, and 
   const run = await runCli(['execute', '--threads', '1'], { env: { ...env.env, S3_ENDPOINT: proxy.endpoint } });
   t.equal(run.code, 1, 'an archived key makes the exit code 1');
   t.ok((proxy.stats.injected.errorFor ?? 0) >= 1, 'the copy was refused');
-  const rows = await query<{ src_key: string; state: string; last_error: string | null; failures: number }>(
-    env.databaseUrl,
-    'select src_key, state, last_error, failures from bucket_migrate.migration_ledger order by src_key',
-  );
+  const rows = await ledgerRows(env);
   const frozen = rows.find((r) => r.src_key === 'image/frozen.png');
   t.equal(frozen?.state, 'archived');
   t.equal(frozen?.failures, 0, 'not retried');
@@ -289,10 +294,7 @@ for (const listed of [true, false]) {
     const run = await runCli(['execute', '--threads', '1'], { env: { ...env.env, S3_ENDPOINT: proxy.endpoint } });
     t.equal(run.code, 1, run.stderr);
     t.ok((proxy.stats.injected.errorFor ?? 0) >= 1);
-    const rows = await query<{ src_key: string; state: string; last_error: string | null; failures: number }>(
-      env.databaseUrl,
-      'select src_key, state, last_error, failures from bucket_migrate.migration_ledger order by src_key',
-    );
+    const rows = await ledgerRows(env);
     const secret = rows.find((r) => r.src_key === 'image/secret.png');
     t.equal(secret?.state, 'failed');
     t.equal(secret?.failures, 1, 'failed at once, not retried');

@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { guardChild } from './child-reaper.js';
+import { processExists } from '../../src/util/process-exists.js';
 
 /** What to build, and where. */
 export interface GoInstallConfig {
@@ -191,15 +192,5 @@ async function isStale(lockDir: string): Promise<boolean> {
     return stat !== undefined && Date.now() - stat.mtimeMs > 60_000;
   }
   if (Date.now() - owner.startedAt > LOCK_STALE_MS) return true;
-  return owner.host === os.hostname() && !isProcessAlive(owner.pid);
-}
-
-function isProcessAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    // EPERM: it exists but belongs to someone else.
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
+  return owner.host === os.hostname() && !processExists(owner.pid);
 }

@@ -43,6 +43,10 @@ export function executeCommand(): Command {
           '→ source delete, so every row always names an existing object. Safe to kill at any moment and to run again;\n' +
           'several processes, on one machine or many, may share one ledger.',
       )
+      // The flags execute shares with revert (--concurrency, --batch-size,
+      // --lease-seconds, --max-attempts, --backoff-seconds, --metrics-*) are
+      // written out in each command on purpose: their defaults and help
+      // differ per command, and each help lists its flags in its own order.
       .option('--threads <n>', 'worker threads', intOption('--threads', 1, 256), CORES)
       .option('--concurrency <n>', 'S3 requests in flight per thread', intOption('--concurrency', 1, 1024), 64)
       // 250: measured best by `npm run bench -- --batch-sizes 1000` (618 keys/s at 250, 571 at 1,000; 2026-11-24).

@@ -6,6 +6,8 @@ export function reportCommand(): Command {
   return withConfigOptions(
     new Command('report')
       .summary('show where the migration stands, from the ledger')
+      // Declared like validate's (description, --json, examples): the shape
+      // of a commander command, repeated on purpose rather than hidden.
       .description(
         'Read the ledger (during a run, after one, or after a crash) and show:\n' +
           'keys per state and percent settled; throughput overall and per minute\n' +

@@ -16,6 +16,7 @@ export function revertCommand(): Command {
           'source was deleted is copied back from the target first, then its rows move back, then the target copy\n' +
           'is deleted. Every row always names an existing object; safe to kill at any moment and to run again.',
       )
+      // Written out here as in execute-command.ts, on purpose (see there).
       .option('--concurrency <n>', 'S3 requests in flight', intOption('--concurrency', 1, 1024), 32)
       .option('--batch-size <n>', 'ledger rows per claim', intOption('--batch-size', 1, 10_000), 200)
       .option('--limit <n>', 'revert at most this many keys, then stop (0: all)', intOption('--limit', 0, 2_000_000_000), 0)

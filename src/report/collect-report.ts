@@ -1,6 +1,7 @@
 import os from 'node:os';
 import { sql, type Kysely } from 'kysely';
 import type { StoredConfig } from '../ledger/ledger-config.js';
+import { processExists } from '../util/process-exists.js';
 import { readStateCounts } from '../ledger/ledger-counts.js';
 import { ALL_STATES, UNSETTLED_STATES, type LedgerState } from '../ledger/state-machine.js';
 import {
@@ -222,45 +223,19 @@ async function readLedgerConfig(db: Kysely<any>, schema: string): Promise<Report
 }
 
 async function readRuns(db: Kysely<any>, schema: string): Promise<ReportRun[]> {
-  const rows = (await sql<{
-    id: number;
-    command: string;
-    status: string;
-    started_at: Date;
-    finished_at: Date | null;
-    exit_code: number | null;
-    host: string | null;
-    pid: number | null;
-    config: Record<string, unknown>;
-    counts: Record<string, unknown>;
-  }>`
-    select id, command, status, started_at, finished_at, exit_code, host, pid, config, counts
+  // Columns that report shows as they are come out under their report names;
+  // the timestamps are turned into ISO strings and a duration below.
+  type RunRow = Pick<ReportRun, 'id' | 'command' | 'status' | 'exitCode' | 'host' | 'pid' | 'config' | 'counts'> & { started_at: Date; finished_at: Date | null };
+  const rows = (await sql<RunRow>`
+    select id, command, status, started_at, finished_at, exit_code as "exitCode", host, pid, config, counts
     from ${sql.id(schema, 'runs')} order by id
   `.execute(db)).rows;
   const here = os.hostname();
-  return rows.map((r) => ({
-    id: r.id,
-    command: r.command,
-    status: r.status,
-    startedAt: iso(r.started_at)!,
-    finishedAt: iso(r.finished_at),
-    seconds: r.finished_at ? round((r.finished_at.getTime() - r.started_at.getTime()) / 1000, 1) : null,
-    exitCode: r.exit_code,
-    host: r.host,
-    pid: r.pid,
-    processAlive: r.status === 'running' && r.host === here && r.pid != null ? isAlive(r.pid) : null,
-    config: r.config,
-    counts: r.counts,
+  return rows.map(({ started_at, finished_at, ...r }) => ({
+    ...r,
+    startedAt: iso(started_at)!,
+    finishedAt: iso(finished_at),
+    seconds: finished_at ? round((finished_at.getTime() - started_at.getTime()) / 1000, 1) : null,
+    processAlive: r.status === 'running' && r.host === here && r.pid != null ? processExists(r.pid) : null,
   }));
-}
-
-/** Whether a process with this pid exists here (pids are reused, so a hint). */
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: it exists but belongs to someone else.
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }

@@ -246,6 +246,9 @@ async function deleteBucketCompletely(client: S3Client, bucket: string): Promise
   }
 }
 
+// deleteAllVersions and abortAllUploads page the same way, on purpose: the
+// SDK has no paginator for either listing, and a generic one over two
+// different marker pairs would be longer than the two loops.
 async function deleteAllVersions(client: S3Client, bucket: string): Promise<void> {
   let keyMarker: string | undefined;
   let versionMarker: string | undefined;
