@@ -118,6 +118,11 @@ export async function processBatch(ctx: BatchContext, rows: LedgerRow[], claimed
     const sentAt = Date.now();
     const confirmed = new Set(await withDbRetry(() => confirmLeases(ledger, cleared, 'deleting', leaseSeconds, lease.marginSeconds)));
     lease.renewedAt(sentAt);
+    // A key not confirmed (its lease too close to its end, or taken) is not
+    // deleted now: given back at once, still `deleting`, for the next claim
+    // to fence and check again, rather than left leased to a worker that
+    // will not act on it until the lease runs out.
+    await withDbRetry(() => releaseLeases(ledger, lease.release(cleared.filter((id) => !confirmed.has(id)))));
     const toDelete = cleared.filter((id) => confirmed.has(id)).map((id) => byId.get(id)!);
     const deleted = await deleteObjects(ctx.s3, ctx.config.migrate.source.bucket, toDelete.map((r) => ({ id: r.id, key: r.src_key })), lease, 'delete');
     const done = await withDbRetry(() => markDone(ledger, deleted.deleted));
