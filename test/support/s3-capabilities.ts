@@ -11,6 +11,7 @@ import {
   CreateMultipartUploadCommand,
   GetObjectTaggingCommand,
   HeadObjectCommand,
+  ListObjectsV2Command,
   UploadPartCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
@@ -26,6 +27,12 @@ export type ConditionalOutcome = 'honoured' | 'ignored' | 'refused';
 
 /** What keeping an attribute through PUT and CopyObject did. */
 export type KeptOutcome = 'kept' | 'lost' | 'refused';
+
+/** Whether an ETag matched another: `same` or `differs`. */
+export type EtagOutcome = 'same' | 'differs';
+
+/** How a listing shows a multipart object's ETag: `suffixed` (`<hash>-<parts>`, as AWS) or `plain`. */
+export type MultipartEtagOutcome = 'suffixed' | 'plain';
 
 /** The measured behaviours of one server. */
 export interface S3Capabilities {
@@ -43,6 +50,21 @@ export interface S3Capabilities {
   multipartTagging: KeptOutcome;
   /** SSE-S3 (`AES256`) on PutObject: `kept` means HEAD reports it back. */
   sseS3: KeptOutcome;
+  /**
+   * `x-amz-copy-source-if-match` with an ETag the source does not have: a
+   * copy pinned to the version a listing saw, with no HEAD (issue 14).
+   */
+  copySourceIfMatch: ConditionalOutcome;
+  /** A single-part source's ETag, given back as the copy's (CopyObjectResult). */
+  copyEtag: EtagOutcome;
+  /**
+   * CopyObject with the metadata directive COPY and the tagging directive
+   * REPLACE: the copy carries exactly the given tags and the source's user
+   * metadata and Content-Type. Where provenance could go with no HEAD.
+   */
+  copyTaggingReplace: KeptOutcome;
+  /** A listing's ETag for a multipart object: whether it says so (`-<parts>`). */
+  multipartListEtag: MultipartEtagOutcome;
 }
 
 /** The capabilities in a fixed order, for the README table and the test's output. */
@@ -54,6 +76,10 @@ export const CAPABILITY_NAMES: ReadonlyArray<keyof S3Capabilities> = [
   'tagging',
   'multipartTagging',
   'sseS3',
+  'copySourceIfMatch',
+  'copyEtag',
+  'copyTaggingReplace',
+  'multipartListEtag',
 ];
 
 /** Runs every probe in `bucket` under `prefix` (the keys are left behind for the caller's cleanup). */
@@ -66,6 +92,10 @@ export async function measureCapabilities(client: S3Client, bucket: string, pref
     tagging: await probeTagging(client, bucket, `${prefix}tagging`),
     multipartTagging: await probeMultipartTagging(client, bucket, `${prefix}mp-tagging`),
     sseS3: await probeSseS3(client, bucket, `${prefix}sse-s3`),
+    copySourceIfMatch: await probeCopySourceIfMatch(client, bucket, `${prefix}copy-source-if-match`),
+    copyEtag: await probeCopyEtag(client, bucket, `${prefix}copy-etag`),
+    copyTaggingReplace: await probeCopyTaggingReplace(client, bucket, `${prefix}copy-tagging-replace`),
+    multipartListEtag: await probeMultipartListEtag(client, bucket, `${prefix}mp-list-etag`),
   };
 }
 
@@ -180,4 +210,62 @@ function probeSseS3(client: S3Client, bucket: string, key: string): Promise<Kept
     const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
     return head.ServerSideEncryption === 'AES256';
   });
+}
+
+async function probeCopySourceIfMatch(client: S3Client, bucket: string, key: string): Promise<ConditionalOutcome> {
+  await putObject(client, bucket, `${key}.source`, NEW);
+  return conditionalOutcome(client, bucket, key, () =>
+    client.send(
+      new CopyObjectCommand({ Bucket: bucket, Key: key, CopySource: `${bucket}/${key}.source`, CopySourceIfMatch: '"0123456789abcdef0123456789abcdef"' }),
+    ),
+  );
+}
+
+async function probeCopyEtag(client: S3Client, bucket: string, key: string): Promise<EtagOutcome> {
+  await putObject(client, bucket, `${key}.source`, NEW);
+  const source = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: `${key}.source` }));
+  const copy = await client.send(new CopyObjectCommand({ Bucket: bucket, Key: key, CopySource: `${bucket}/${key}.source` }));
+  return copy.CopyObjectResult?.ETag === source.ETag ? 'same' : 'differs';
+}
+
+/**
+ * A provenance tag as it would be written: `bucket/key` of the source. Tag
+ * values allow letters, digits, spaces and `+ - = . _ : / @` only (MinIO and
+ * versitygw answer InvalidTag to a `%`), so a key with other characters
+ * would be named by its SHA-256. Measured by hand on versitygw 1.8.0: it
+ * counts a value's percent-encoded length against the 256-character limit
+ * (`x/` and 254 letters is refused, 256 letters is not), so a long name
+ * costs 3 characters per `/` there.
+ */
+const PROVENANCE_TAG = 'legacy-s3/image/avatar-32425.png';
+
+function probeCopyTaggingReplace(client: S3Client, bucket: string, key: string): Promise<KeptOutcome> {
+  return keptOutcome(async () => {
+    const metadata = { owner: 'user-42' };
+    await putObject(client, bucket, `${key}.source`, OLD, { Metadata: metadata, ContentType: 'image/png', Tagging: TAGGING });
+    await client.send(
+      new CopyObjectCommand({
+        Bucket: bucket,
+        Key: key,
+        CopySource: `${bucket}/${key}.source`,
+        MetadataDirective: 'COPY',
+        TaggingDirective: 'REPLACE',
+        Tagging: `bucket-migrate-source=${encodeURIComponent(PROVENANCE_TAG)}`,
+      }),
+    );
+    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+    return (
+      (await sortedTags(client, bucket, key)) === `bucket-migrate-source=${PROVENANCE_TAG}` &&
+      head.Metadata?.owner === 'user-42' &&
+      Object.keys(head.Metadata ?? {}).length === 1 &&
+      head.ContentType === 'image/png'
+    );
+  });
+}
+
+async function probeMultipartListEtag(client: S3Client, bucket: string, key: string): Promise<MultipartEtagOutcome> {
+  await onePartUpload(client, bucket, key, OLD);
+  const listed = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: key }));
+  const etag = listed.Contents?.find((o) => o.Key === key)?.ETag ?? '';
+  return /-1"?$/.test(etag) ? 'suffixed' : 'plain';
 }
