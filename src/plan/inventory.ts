@@ -37,6 +37,7 @@ import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { FatalError, UsageError } from '../errors.js';
 import type { LedgerContext } from '../ledger/state-machine.js';
 import { markUnlistedMissing } from '../ledger/state-machine.js';
+import { withDbRetry } from '../db/retry.js';
 import { describeS3Error } from '../s3/errors.js';
 import { AdaptiveLimiter } from '../s3/limiter.js';
 import { sendWithRetry, type RequestStats } from '../s3/retry.js';
@@ -123,7 +124,7 @@ export async function reconcileWithInventory(
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
-  result.missing = await markUnlistedMissing(ctx, config.runId);
+  result.missing = await withDbRetry(() => markUnlistedMissing(ctx, config.runId));
   return result;
 }
 

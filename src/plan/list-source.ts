@@ -1,6 +1,7 @@
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { LedgerContext } from '../ledger/state-machine.js';
 import { markUnlistedMissing, recordListedPage } from '../ledger/state-machine.js';
+import { withDbRetry } from '../db/retry.js';
 import type { PathLimit } from './key-refusal.js';
 import { DEFAULT_LIST_RANGES, ledgerBoundaries, rangesBetween } from '../listing/key-ranges.js';
 import { forEachRangePage } from '../listing/list-ranges.js';
@@ -59,26 +60,30 @@ export async function reconcileWithListing(
     result.orphansSkipped += found.orphansSkipped;
     onPage?.(result.listed);
   });
-  result.missing = await markUnlistedMissing(ctx, config.runId);
+  result.missing = await withDbRetry(() => markUnlistedMissing(ctx, config.runId));
   return result;
 }
 
-/** Records one page of listed objects in the ledger (one statement: `recordListedPage`). */
+/**
+ * Records one page of listed objects in the ledger (one statement:
+ * `recordListedPage`). It updates up to a page of ledger rows that an
+ * execute may be changing at the same moment in another order, so it can
+ * deadlock; it is retried, being harmless to run again (the soak met it:
+ * "plan: unexpected error: deadlock detected" during `plan --list`).
+ */
 export async function reconcilePage(
   ctx: Pick<LedgerContext, 'db' | 'schema'>,
   config: ListConfig,
   objects: Array<{ Key?: string; Size?: number; ETag?: string; StorageClass?: string }>,
 ): Promise<Omit<ListResult, 'missing'>> {
-  const row = await recordListedPage(
-    ctx,
-    {
-      keys: objects.map((o) => o.Key!),
-      sizes: objects.map((o) => o.Size ?? null),
-      etags: objects.map((o) => o.ETag ?? null),
-      storageClasses: objects.map((o) => o.StorageClass ?? 'STANDARD'),
-    },
-    { rules: { sourcePrefix: config.sourcePrefix, targetPrefix: config.targetPrefix, pathLimit: config.pathLimit }, orphans: config.orphans, runId: config.runId },
-  );
+  const page = {
+    keys: objects.map((o) => o.Key!),
+    sizes: objects.map((o) => o.Size ?? null),
+    etags: objects.map((o) => o.ETag ?? null),
+    storageClasses: objects.map((o) => o.StorageClass ?? 'STANDARD'),
+  };
+  const listing = { rules: { sourcePrefix: config.sourcePrefix, targetPrefix: config.targetPrefix, pathLimit: config.pathLimit }, orphans: config.orphans, runId: config.runId };
+  const row = await withDbRetry(() => recordListedPage(ctx, page, listing));
   return {
     listed: objects.length,
     orphansAdded: row.inserted,

@@ -126,7 +126,7 @@ async function planInto(
   // One statement, harmless to run again (on conflict do nothing): retried
   // when a concurrent execute or application write deadlocks with it.
   const spelled = await withDbRetry(() => recordSpelledReferences({ db, schema, table: config.table, idColumn: config.idColumn, pathColumn: config.pathColumn }, config.source));
-  if (guard.triggerInstalled) await recordGuardSnapshot(db, schema, snapshotAt);
+  if (guard.triggerInstalled) await withDbRetry(() => recordGuardSnapshot(db, schema, snapshotAt));
   let listing: ListResult | undefined;
   if (options.list || options.inventory) {
     const [{ reconcileWithListing }, { reconcileWithInventory }] = await Promise.all([import('./list-source.js'), import('./inventory.js')]);
