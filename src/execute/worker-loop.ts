@@ -83,10 +83,22 @@ export async function runWorker(task: WorkerTask): Promise<WorkerResult> {
   const states = stageStates(config.stage);
   const result: WorkerResult = { stats };
 
+  // Slow start: the first claims are small and double up to --batch-size.
+  // A key is done only when its whole batch has been copied, committed,
+  // fenced and deleted, so a first batch of 250 showed nothing done for
+  // seconds; one of 25 shows the rate at once, and the listing per batch
+  // this costs is a handful of requests per run.
+  let claimSize = Math.min(config.batchSize, FIRST_CLAIM);
+  const nextClaimSize = () => {
+    const size = claimSize;
+    claimSize = Math.min(config.batchSize, claimSize * 2);
+    return size;
+  };
+
   const loop = async (lane: number) => {
     const laneCtx: BatchContext = { ...ctx, ledger: { ...ledger, me: `${ledger.me}.${lane}` } };
     while (!stopping()) {
-      const want = reserve(counters, config.batchSize, config.limit);
+      const want = reserve(counters, nextClaimSize(), config.limit);
       if (want === 0) return;
       // The lease is counted from when the claim was sent (see LeaseClock).
       const claimedAt = Date.now();
@@ -139,6 +151,9 @@ export async function runWorker(task: WorkerTask): Promise<WorkerResult> {
   }
   return result;
 }
+
+/** Keys in a worker's first claim (see the slow start in {@link runWorker}). */
+export const FIRST_CLAIM = 25;
 
 /** Takes up to `batch` keys from the `--limit` budget (all of it without a limit). */
 function reserve(counters: Int32Array, batch: number, limit: number): number {
