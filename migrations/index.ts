@@ -7,6 +7,7 @@ import { guardMigration } from './0006-guard.js';
 import { runsLivenessRevertViewsMigration } from './0007-runs-liveness-revert-views.js';
 import { claimByStateMigration } from './0008-claim-by-state.js';
 import { ledgerCountsMigration } from './0009-ledger-counts.js';
+import { copyMadeMigration } from './0010-copy-made.js';
 
 /**
  * The ledger schema's migrations, in order. Names are numbered so that
@@ -39,5 +40,6 @@ export function ledgerMigrations(schema: string): Record<string, Migration> {
     '0007-runs-liveness-revert-views': runsLivenessRevertViewsMigration(schema),
     '0008-claim-by-state': claimByStateMigration(schema),
     '0009-ledger-counts': ledgerCountsMigration(schema),
+    '0010-copy-made': copyMadeMigration(schema),
   };
 }

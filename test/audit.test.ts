@@ -106,6 +106,12 @@ t.test('every query in docs/AUDIT.md answers its question', async (t) => {
       const conflict = await run(t, 'key-detail', q, { key: 'avatar/avatar-9.png' });
       t.match(conflict[0], { state: 'conflict', last_error: /destination exists with different content/ });
     },
+    'targets-made': async (t, q) => {
+      const rows = await run(t, 'targets-made', q);
+      const done = Number((await client.query("select count(*) from bucket_migrate.migration_ledger where state = 'done'")).rows[0].count);
+      t.ok(done > 0);
+      t.same(rows, [{ state: 'done', copy_made: true, keys: done }], 'every moved key\'s target was made by the migration: revert may delete each');
+    },
     'row-history': async (t, q) => {
       const rows = await run(t, 'row-history', q);
       t.equal(rows.length, 1);

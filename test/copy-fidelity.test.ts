@@ -123,11 +123,32 @@ t.test('object-attributes: decisions without a server', async (t) => {
   t.equal(taggingQuery([]), undefined);
 });
 
-t.test('a listed single-part object keeps bytes, headers, metadata and tags', async (t) => {
+t.test('a listed single-part object is cloned: bytes, headers, metadata and tags, about one request per key', async (t) => {
   const body = pattern(70_000, 1);
   const env = await fixture(t, [{ key: 'image/full.webp', body, extra: HEADERS }]);
   const before = headers(await head(env.s3client, env.sourceBucket, 'image/full.webp'));
   const run = await runCli(['execute', '--threads', '1'], { env: env.env });
+  t.equal(run.code, 0, run.stderr);
+  t.same(await ledgerStates(env.databaseUrl), { done: 2 });
+  t.same(await getBytes(env.s3client, env.sourceBucket, 'image/full.webp'), undefined, 'the source is gone');
+  t.ok((await getBytes(env.s3client, env.targetBucket, 'avatar/full.webp'))?.equals(body), 'byte-identical');
+  const after = await head(env.s3client, env.targetBucket, 'avatar/full.webp');
+  t.same(headers(after), before, 'header-identical');
+  t.equal(after.ContentType, 'image/webp');
+  t.same(userMetadata(after.Metadata), HEADERS.Metadata);
+  t.equal(readProvenance(after.Metadata), undefined, 'a clone carries no provenance metadata');
+  const made = await query<{ copy_made: boolean }>(env.databaseUrl, `select copy_made from bucket_migrate.migration_ledger where src_key = 'image/full.webp'`);
+  t.equal(made[0]?.copy_made, true, 'the ledger records that the migration made the copy (revert may delete it)');
+  t.same(await tags(env.s3client, env.targetBucket, 'avatar/full.webp'), TAGS, 'all 3 tags');
+  // No HEAD at all: 1 listing of the batch's destinations, 2 copies, 1 delete.
+  t.match(run.stderr, /execute: 2 keys moved.*; 4 S3 requests \(2\.00 per key\)/s, 'no source HEAD, no destination HEAD');
+});
+
+t.test('--copy-mode replace: a listed single-part object keeps bytes, headers, metadata and tags, plus provenance', async (t) => {
+  const body = pattern(70_000, 1);
+  const env = await fixture(t, [{ key: 'image/full.webp', body, extra: HEADERS }]);
+  const before = headers(await head(env.s3client, env.sourceBucket, 'image/full.webp'));
+  const run = await runCli(['execute', '--threads', '1', '--copy-mode', 'replace'], { env: env.env });
   t.equal(run.code, 0, run.stderr);
   t.same(await ledgerStates(env.databaseUrl), { done: 2 });
   t.same(await getBytes(env.s3client, env.sourceBucket, 'image/full.webp'), undefined, 'the source is gone');
@@ -145,7 +166,7 @@ t.test('a listed single-part object keeps bytes, headers, metadata and tags', as
   t.match(run.stderr, /execute: 2 keys moved.*; 6 S3 requests/s, 'one source HEAD per key, no destination HEAD');
 });
 
-t.test('an unlisted object (plan without --list) keeps its class and attributes via one source HEAD', async (t) => {
+t.test('an unlisted object (plan without --list) keeps its class and attributes via the batch\'s source listing', async (t) => {
   const body = pattern(10_000, 2);
   const env = await fixture(t, [{ key: 'image/rrs.png', body, extra: { ...HEADERS, StorageClass: 'REDUCED_REDUNDANCY' } }], ['plan']);
   const before = headers(await head(env.s3client, env.sourceBucket, 'image/rrs.png'));
@@ -156,6 +177,8 @@ t.test('an unlisted object (plan without --list) keeps its class and attributes 
   t.same(headers(await head(env.s3client, env.targetBucket, 'avatar/rrs.png')), before);
   t.same(await tags(env.s3client, env.targetBucket, 'avatar/rrs.png'), TAGS);
   t.ok((await getBytes(env.s3client, env.targetBucket, 'avatar/rrs.png'))?.equals(body));
+  // 1 listing of the batch's sources, 1 of its destinations, 2 copies, 1 delete: no HEAD.
+  t.match(run.stderr, /execute: 2 keys moved.*; 5 S3 requests/s, 'the source facts came from one listing, not a HEAD per key');
 });
 
 t.test('REDUCED_REDUNDANCY is kept, from the listing, single-part and multipart', async (t) => {
@@ -267,8 +290,8 @@ t.test('an archived source (403 InvalidObjectState) is archived, not fatal, and 
   t.same(await getBytes(env.s3client, env.sourceBucket, 'image/frozen.png'), undefined, 'moved once restored');
 });
 
-for (const listed of [true, false]) {
-  t.test(`an SSE-C source is refused at once with a clear reason (${listed ? 'refused copy' : 'refused HEAD, plan without --list'})`, async (t) => {
+for (const [listed, mode] of [[true, 'clone'], [false, 'clone'], [false, 'replace']] as const) {
+  t.test(`an SSE-C source is refused at once with a clear reason (${mode === 'clone' ? 'refused copy' : 'refused HEAD'}, plan ${listed ? 'with' : 'without'} --list)`, async (t) => {
     // MinIO only takes SSE-C over TLS, so S3's answers are played by the proxy:
     // a copy of an SSE-C object without its key is a 400 InvalidRequest naming
     // server-side encryption, and a HEAD of one a bare 400.
@@ -283,15 +306,17 @@ for (const listed of [true, false]) {
     const proxy = await startFaultProxy(env.s3.endpoint, {
       errorFor: (req) => {
         if (!req.url.includes('secret')) return undefined;
-        if (listed && req.method === 'PUT') {
+        // Both answers, as S3 gives them: a clone (the default) sends the copy
+        // with no HEAD, a copy in replace mode HEADs the source first.
+        if (req.method === 'PUT') {
           return { status: 400, code: 'InvalidRequest', message: 'The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.' };
         }
-        if (!listed && req.method === 'HEAD' && req.url.includes(env.sourceBucket)) return { status: 400, code: 'BadRequest' };
+        if (req.method === 'HEAD' && req.url.includes(env.sourceBucket)) return { status: 400, code: 'BadRequest' };
         return undefined;
       },
     });
     t.teardown(() => proxy.close());
-    const run = await runCli(['execute', '--threads', '1'], { env: { ...env.env, S3_ENDPOINT: proxy.endpoint } });
+    const run = await runCli(['execute', '--threads', '1', '--copy-mode', mode], { env: { ...env.env, S3_ENDPOINT: proxy.endpoint } });
     t.equal(run.code, 1, run.stderr);
     t.ok((proxy.stats.injected.errorFor ?? 0) >= 1);
     const rows = await ledgerRows(env);

@@ -73,13 +73,16 @@ t.test('--keep-source then --delete-only, one target removed and one replaced in
   const stillMoved = await query<{ n: number }>(env.databaseUrl, `select count(*)::int as n from avatars where path not like 'image/%'`);
   t.equal(stillMoved[0]?.n, 0, 'every row names its source again');
   t.equal((await listKeys(env.s3client, env.sourceBucket, 'image/')).length, 50);
-  // avatar-3's target was put back by hand (no provenance naming its
-  // source): revert deletes only copies the migration made, so it stays.
-  t.match(back.stderr, /1 targets were kept: they carry no provenance naming their source/);
+  // avatar-3's target was put back by hand with the original bytes: its
+  // ETag is the copy's, and the ledger says the migration made that copy
+  // (copy_made), so revert copies it back and deletes it like any other.
+  // Only the foreign object at the refused key (its source still in place:
+  // rows only) is left.
+  t.notMatch(back.stderr, /targets were kept/);
   t.same(
     await listKeys(env.s3client, env.targetBucket, 'avatar/'),
-    ['avatar/avatar-3.png', 'avatar/avatar-5.png'],
-    'only the objects the migration did not make are left: the hand-repaired target and the foreign object at the refused key',
+    ['avatar/avatar-5.png'],
+    'only the object the migration did not make is left: the foreign object at the refused key',
   );
 });
 

@@ -16,6 +16,7 @@ import type { CompiledQuery } from 'kysely';
 import t from 'tap';
 import { claimBatch, commitRows, fenceDeletes, findNamingRows, markCopied, markDone, type LedgerContext } from '../src/ledger/state-machine.js';
 import { runCli } from './helpers/cli.js';
+import { ledgerStates } from './helpers/db.js';
 import { FIRST_CLAIM } from '../src/execute/worker-loop.js';
 import { getBytes, listKeys, putObject, setupTestEnv } from './helpers/services.js';
 import { startFaultProxy } from './support/fault-proxy.js';
@@ -262,11 +263,36 @@ t.test('--dest-check list: one listing per batch instead of a HEAD per key, and 
   t.equal((await getBytes(env.s3client, env.targetBucket, 'avatar/avatar-5.png'))?.toString(), 'not the same avatar', 'the different object is untouched');
   t.ok(await getBytes(env.s3client, env.sourceBucket, 'image/avatar-5.png'), 'and its source is kept');
   t.equal(methods.PUT, KEYS - 2, 'one CopyObject per key that was not already there');
-  // Every copy HEADs its source (its headers and metadata are written back with the provenance
-  // keys: README, "What a copy preserves"); the destination is HEADed only for the two keys found present.
-  t.ok((methods.HEAD ?? 0) <= KEYS + 4, `a source HEAD per key, destination HEADs only for the keys found present (${methods.HEAD ?? 0})`);
+  // A clone (--copy-mode clone, the default) HEADs nothing: the destination is HEADed only for
+  // the two keys found present, and their sources to judge them.
+  t.ok((methods.HEAD ?? 0) <= 4, `destination HEADs only for the keys found present (${methods.HEAD ?? 0})`);
   // The slow start (claims of 25, 50, then --batch-size) adds two batches.
   t.ok((methods.LIST ?? 0) <= 4 + Math.ceil(KEYS / 100), `a listing per batch (${methods.LIST ?? 0}, preflight included)`);
+});
+
+t.test('plan then execute, the default commands: at most 1.05 S3 requests per key, counted on a real run', async (t) => {
+  const KEYS = 1000;
+  const env = await setupTestEnv(t);
+  const seeded = await runCli(['seed', '--count', String(KEYS), '--quiet'], { env: env.env, timeoutMs: 120_000 });
+  t.equal(seeded.code, 0, `seed: ${seeded.stderr}`);
+  t.equal((await runCli(['plan'], { env: env.env })).code, 0, 'plan, without --list');
+  const methods: Record<string, number> = {};
+  const proxy = await startFaultProxy(env.s3.endpoint, {
+    match: (req) => {
+      const kind = req.method === 'GET' && /[?&]list-type=2/.test(req.url) ? 'LIST' : req.method;
+      methods[kind] = (methods[kind] ?? 0) + 1;
+      return false;
+    },
+  });
+  t.teardown(() => proxy.close());
+  const run = await runCli(['execute', '--threads', '2'], { env: { ...env.env, S3_ENDPOINT: proxy.endpoint }, timeoutMs: 300_000 });
+  t.equal(run.code, 0, run.stderr);
+  t.comment(`requests by kind, start-up checks included: ${JSON.stringify(methods)}`);
+  t.same(await ledgerStates(env.databaseUrl), { done: KEYS });
+  const perKey = Number(/S3 requests \((\d+\.\d+) per key\)/.exec(run.stderr)?.[1]);
+  t.ok(perKey <= 1.05, `execute's own count: ${perKey} requests per key`);
+  t.equal(methods.HEAD ?? 0, 0, 'no HEAD of any source or destination');
+  t.ok(methods.PUT! >= KEYS && methods.PUT! <= KEYS + 4, `one CopyObject per key (${methods.PUT}; the start-up If-None-Match probe adds a few)`);
 });
 
 /** The claims one worker makes for `keys` keys: the slow start (src/execute/worker-loop.ts), then `batchSize` each. */

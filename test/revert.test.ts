@@ -179,12 +179,12 @@ t.test('revert keeps a target the migration did not make: an identical object wa
   // Before the fix, revert deleted avatar/avatar-1.png and row `own` named a missing object.
   t.same(observer.violations, [], `no row ever named a missing object (${observer.checks} checks)`);
   t.equal(reverted.code, 0, reverted.stderr);
-  t.match(reverted.stderr, /1 targets were kept: they carry no provenance naming their source/);
+  t.match(reverted.stderr, /1 targets were kept: this migration did not make them/);
   t.same(await ledgerStates(env.databaseUrl), { reverted: 4 });
   t.ok(await objectExists(env.s3client, env.targetBucket, 'avatar/avatar-1.png'), 'the object that was there before is kept');
   t.same(await listKeys(env.s3client, env.targetBucket, 'avatar/'), ['avatar/avatar-1.png'], 'the copies the migration made are gone');
   const row = await query<{ path: string }>(env.databaseUrl, 'select path from avatars where id = $1', [own]);
   t.equal(row[0]?.path, 'avatar/avatar-1.png', 'the row the tool never moved is as the application wrote it');
   const note = await query<{ last_error: string | null }>(env.databaseUrl, `select last_error from bucket_migrate.migration_ledger where src_key = 'image/avatar-1.png'`);
-  t.match(note[0]?.last_error, /^target kept: it carries no provenance naming this source/, 'the ledger says why');
+  t.match(note[0]?.last_error, /^target kept: this migration did not make it/, 'the ledger says why');
 });

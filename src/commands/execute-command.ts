@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import os from 'node:os';
 import { Command, Option } from 'commander';
 import { requireDatabaseUrl } from '../config/config.js';
-import { DEFAULT_DEST_CHECK, MAX_SINGLE_COPY, type DestCheck } from '../copy/copy-config.js';
+import { DEFAULT_COPY_MODE, DEFAULT_DEST_CHECK, MAX_SINGLE_COPY, type CopyMode, type DestCheck } from '../copy/copy-config.js';
 import type { ExecuteStage } from '../execute/stage.js';
 import { UsageError } from '../errors.js';
 import { enableJsonLogs } from '../util/json-log.js';
@@ -67,6 +67,14 @@ export function executeCommand(): Command {
           .choices(['list', 'head', 'conditional'])
           .default(DEFAULT_DEST_CHECK),
       )
+      .addOption(
+        new Option(
+          '--copy-mode <mode>',
+          'clone: copy single-part objects as they are (COPY directives, pinned to the listed ETag, no HEAD: about 1 request per key); replace: HEAD each source and write its headers back with provenance metadata (2 requests per key)',
+        )
+          .choices(['clone', 'replace'])
+          .default(DEFAULT_COPY_MODE),
+      )
       .option('--storage-class <class>', 'storage class of every copy (default: each source\'s own)', storageClassOption)
       .option('--sse-kms-key-id <id>', 'encrypt every copy with this KMS key (default: as each source is)')
       .option('--overwrite', 'replace a different object at the destination instead of recording a conflict', false)
@@ -113,6 +121,7 @@ export function executeCommand(): Command {
         limit: options.limit,
         stage,
         destCheck: options.destCheck as DestCheck,
+        copyMode: options.copyMode as CopyMode,
         overwrite: options.overwrite,
         storageClass: options.storageClass,
         sseKmsKeyId: options.sseKmsKeyId,

@@ -20,6 +20,26 @@ export type DestCheck =
   /** Nothing before the copy: trust `If-None-Match: *` alone (AWS, not MinIO). */
   | 'conditional';
 
+/**
+ * How a single-part object is copied.
+ * - `clone` (the default): when the source's size and ETag are known from a
+ *   listing (`plan --list`, or one listing of the batch's source range) and
+ *   the ETag is a plain MD5 under the multipart threshold, one CopyObject
+ *   with the COPY metadata and tagging directives, pinned to the listed ETag
+ *   (`CopySourceIfMatch`); the returned ETag proves the copy. No HEAD: about
+ *   one request per key. Provenance is the ledger's `copy_made`.
+ * - `replace`: HEAD the source, then CopyObject with `MetadataDirective:
+ *   REPLACE`, writing the source's headers back with provenance metadata
+ *   naming the source (src/copy/provenance.ts): two requests per key.
+ * Multipart-sized sources, sources with a multipart ETag, sources the
+ * listing did not show, and runs with `--overwrite` or `--sse-kms-key-id`
+ * always take `replace`.
+ */
+export type CopyMode = 'clone' | 'replace';
+
+/** The `--copy-mode` when none is given (see {@link CopyMode}). */
+export const DEFAULT_COPY_MODE: CopyMode = 'clone';
+
 /** The `--dest-check` mode when none is given (see {@link DestCheck}). */
 export const DEFAULT_DEST_CHECK: DestCheck = 'list';
 
@@ -38,6 +58,8 @@ export interface CopyConfig {
   /** Replace a different object at the destination instead of recording a conflict. */
   overwrite: boolean;
   destCheck: DestCheck;
+  /** How single-part objects are copied (see {@link CopyMode}); `replace` when left out. */
+  copyMode?: CopyMode;
   /** `--storage-class`: every copy gets this class instead of its source's. */
   storageClass?: string;
   /** `--sse-kms-key-id`: every copy is encrypted with this KMS key instead of as its source is. */

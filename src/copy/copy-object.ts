@@ -16,16 +16,22 @@ import {
   type EncryptionHeaders,
 } from './object-attributes.js';
 import { sendWithRetry } from '../s3/retry.js';
-import { bareEtag, withProvenance } from './provenance.js';
-import { factsOf, judgeCopy, verifyCopy } from './same-object.js';
-import { listDestinations, type DestinationListing } from './dest-listing.js';
+import { bareEtag, namesSource, readProvenance, withProvenance } from './provenance.js';
+import { etagIsMd5, factsOf, judgeCopy, verifyCopy } from './same-object.js';
+import { listDestinations, listSources, type DestinationListing } from './dest-listing.js';
 import type { WorkerS3 } from './copy-config.js';
 import { LeaseTooShort, type LeaseClock } from '../ledger/lease-fence.js';
 import { recordBytesCopied } from '../telemetry/telemetry.js';
 
 /** What happened to one pending key's copy. */
 export type CopyOutcome =
-  | { kind: 'copied'; id: number; etag: string | null }
+  /**
+   * `made`: this copy step wrote the destination, or found there an object
+   * whose provenance names this source (the ledger's `copy_made`).
+   * `srcEtag`: the source ETag a clone was pinned to, from the batch's
+   * listing when the plan recorded none.
+   */
+  | { kind: 'copied'; id: number; etag: string | null; made: boolean; srcEtag?: string | null }
   | { kind: 'conflict' | 'missing' | 'archived'; id: number; reason: string }
   /** `terminal`: retrying cannot help (verification failed, SSE-C source): failed at once. */
   | { kind: 'failed'; id: number; error: string; terminal?: boolean }
@@ -42,8 +48,31 @@ export type CopyOutcome =
  * sent only within `lease` (see {@link copyObject}).
  */
 export async function copyObjects(ctx: WorkerS3, rows: LedgerRow[], lease?: Pick<LeaseClock, 'destructiveSignal'>): Promise<CopyOutcome[]> {
-  const listing = ctx.config.destCheck === 'list' && !ctx.config.overwrite ? await listDestinations(ctx, rows) : undefined;
-  return Promise.all(rows.map((row) => copyObject(ctx, row, listing, lease)));
+  const unlisted = cloning(ctx.config) ? rows.filter((r) => r.src_etag == null) : [];
+  const [listing, sources] = await Promise.all([
+    ctx.config.destCheck === 'list' && !ctx.config.overwrite ? listDestinations(ctx, rows) : undefined,
+    unlisted.length > 0 ? listSources(ctx, unlisted) : undefined,
+  ]);
+  return Promise.all(rows.map((row) => copyObject(ctx, row, listing, lease, sources)));
+}
+
+/** Whether single-part copies may be clones in this run (see `CopyMode`). */
+const cloning = (config: WorkerS3['config']) => config.copyMode === 'clone' && !config.overwrite && !config.sseKmsKeyId;
+
+/**
+ * The source facts a clone is made from: what `plan --list` recorded, or
+ * what the batch's listing showed. Undefined when the key takes the HEAD +
+ * REPLACE path: not cloning, not listed, above the multipart threshold, or
+ * a multipart ETag (a listing shows `<hash>-<parts>`).
+ */
+function cloneFacts(config: WorkerS3['config'], row: LedgerRow, sources?: DestinationListing): { size: number; etag: string; storageClass: string | null; listedHere: boolean } | undefined {
+  if (!cloning(config)) return undefined;
+  const listed = row.src_etag != null ? undefined : sources?.facts(row.src_key);
+  const etag = row.src_etag ?? listed?.etag ?? null;
+  const size = row.src_size ?? listed?.size ?? null;
+  if (etag == null || size == null || bareEtag(etag).includes('-') || bareEtag(etag) === '') return undefined;
+  if (Number(size) > config.multipartThreshold) return undefined;
+  return { size: Number(size), etag, storageClass: row.src_storage_class ?? listed?.storageClass ?? null, listedHere: listed !== undefined };
 }
 
 /**
@@ -70,7 +99,13 @@ export async function copyObjects(ctx: WorkerS3, rows: LedgerRow[], lease?: Pick
  * worker that wakes past its lease does not overwrite what another worker,
  * or the application, has put there since; the key comes back `unfenced`.
  */
-export async function copyObject(ctx: WorkerS3, row: LedgerRow, listing?: DestinationListing, lease?: Pick<LeaseClock, 'destructiveSignal'>): Promise<CopyOutcome> {
+export async function copyObject(
+  ctx: WorkerS3,
+  row: LedgerRow,
+  listing?: DestinationListing,
+  lease?: Pick<LeaseClock, 'destructiveSignal'>,
+  sources?: DestinationListing,
+): Promise<CopyOutcome> {
   const { config } = ctx;
   const fenced = config.overwrite && lease ? () => lease.destructiveSignal() : () => undefined;
   const src = { bucket: config.migrate.source.bucket, key: row.src_key };
@@ -81,6 +116,8 @@ export async function copyObject(ctx: WorkerS3, row: LedgerRow, listing?: Destin
       const existing = await headIfExists(ctx, dst.bucket, dst.key);
       if (existing) return await resolveExisting(ctx, row, existing);
     }
+    const clone = cloneFacts(config, row, sources);
+    if (clone) return await cloneObject(ctx, row, clone);
     const sourceHead = await headSource(ctx, src.bucket, src.key);
     if (!sourceHead) return await resolveMissingSource(ctx, row);
     const refusal = refusalFor(sourceHead);
@@ -115,7 +152,7 @@ export async function copyObject(ctx: WorkerS3, row: LedgerRow, listing?: Destin
       const verdict = verifyCopy(expected, { size: copy?.ContentLength ?? -1, etag: copy?.ETag, encryption: copy });
       if (verdict.ok !== true) return verificationFailed(row, verdict);
       if (copy && !encryptionMatches(encryption, copy)) return verificationFailed(row, encryptionMismatch(encryption, copy));
-      return { kind: 'copied', id: row.id, etag: etag ?? copy?.ETag ?? null };
+      return { kind: 'copied', id: row.id, etag: etag ?? copy?.ETag ?? null, made: true };
     }
     const copied = await sendWithRetry(ctx.limiter, ctx.stats, () =>
       ctx.s3.send(
@@ -151,7 +188,7 @@ export async function copyObject(ctx: WorkerS3, row: LedgerRow, listing?: Destin
     }
     if (verdict.ok !== true) return verificationFailed(row, verdict);
     if (!encryptionMatches(encryption, copied)) return verificationFailed(row, encryptionMismatch(encryption, copied));
-    return { kind: 'copied', id: row.id, etag: copied.CopyObjectResult?.ETag ?? null };
+    return { kind: 'copied', id: row.id, etag: copied.CopyObjectResult?.ETag ?? null, made: true };
   } catch (err) {
     if (err instanceof LeaseTooShort) return { kind: 'unfenced', id: row.id };
     if (err instanceof SseCRefusal || isSseCError(err, false)) return { kind: 'failed', id: row.id, error: SSE_C_REASON, terminal: true };
@@ -168,6 +205,57 @@ export async function copyObject(ctx: WorkerS3, row: LedgerRow, listing?: Destin
   }
 }
 
+/**
+ * `--copy-mode clone`: one CopyObject that copies the source as it is
+ * (its headers, user metadata and tags: the COPY directives), pinned to the
+ * listed ETag, so what is copied is the version the listing saw (a 412
+ * otherwise, resolved as any). Storage class is kept from the listing.
+ *
+ * The returned ETag proves the copy: a single-part copy's ETag is the MD5
+ * of its bytes, so equal to the listed one when the listed one was an MD5
+ * too. It is not when the source is SSE-KMS (per object: a KMS-default
+ * source bucket never clones, see src/copy/copy-mode.ts): the copy is then
+ * judged with a HEAD of each side, as `replace` would have made it, and
+ * kept if it is right; otherwise it is failed at once and left for
+ * inspection, like any copy that fails verification.
+ */
+async function cloneObject(ctx: WorkerS3, row: LedgerRow, clone: NonNullable<ReturnType<typeof cloneFacts>>): Promise<CopyOutcome> {
+  const { config } = ctx;
+  const src = { bucket: config.migrate.source.bucket, key: row.src_key };
+  const dst = { bucket: config.migrate.target.bucket, key: row.dst_key };
+  const pinned = `"${bareEtag(clone.etag)}"`;
+  const copied = await sendWithRetry(ctx.limiter, ctx.stats, () =>
+    ctx.s3.send(
+      new CopyObjectCommand({
+        Bucket: dst.bucket,
+        Key: dst.key,
+        CopySource: encodeCopySource(src.bucket, src.key),
+        CopySourceIfMatch: pinned,
+        IfNoneMatch: '*',
+        MetadataDirective: 'COPY',
+        TaggingDirective: 'COPY',
+        StorageClass: copyStorageClass(clone.storageClass, config),
+      }),
+    ),
+  );
+  recordBytesCopied(clone.size);
+  const srcEtag = clone.listedHere ? pinned : null;
+  const etag = copied.CopyObjectResult?.ETag ?? null;
+  if (bareEtag(etag) === bareEtag(clone.etag) && etagIsMd5(etag, copied)) return { kind: 'copied', id: row.id, etag, made: true, srcEtag };
+  // Not proven by the ETag: judged as the HEAD + REPLACE path would have made it.
+  const [sourceHead, copy] = await Promise.all([headSource(ctx, src.bucket, src.key), headIfExists(ctx, dst.bucket, dst.key)]);
+  const wanted = sourceHead ? copyEncryption(sourceHead, config) : {};
+  const verdict = verifyCopy(
+    { size: clone.size, etag: sourceHead && bareEtag(sourceHead.ETag) === bareEtag(clone.etag) ? sourceHead.ETag : undefined, encryption: sourceHead },
+    { size: copy?.ContentLength ?? -1, etag: copy?.ETag, encryption: copy },
+  );
+  if (verdict.ok !== true) return verificationFailed(row, verdict);
+  if (!copy || !encryptionMatches(wanted, copy)) return verificationFailed(row, encryptionMismatch(wanted, copy ?? {}), CLONE_HINT);
+  return { kind: 'copied', id: row.id, etag: copy.ETag ?? etag, made: true, srcEtag };
+}
+
+const CLONE_HINT = 'the source is encrypted per object in a way a listing cannot show: delete the copy, then run execute --copy-mode replace --retry-failed';
+
 /** A HEAD of the source answered with a bare 400: on S3 that is an SSE-C object read without its key. */
 class SseCRefusal extends Error {}
 
@@ -180,10 +268,10 @@ async function headSource(ctx: WorkerS3, bucket: string, key: string): Promise<H
   }
 }
 
-function verificationFailed(row: LedgerRow, verdict: { ok: false; reason: string } | { ok: 'need-size' }): CopyOutcome {
+function verificationFailed(row: LedgerRow, verdict: { ok: false; reason: string } | { ok: 'need-size' }, hint?: string): CopyOutcome {
   const reason = verdict.ok === false ? verdict.reason : 'copy verification failed: the destination size could not be read';
   // Terminal at once: retrying would meet our own bad copy as a conflict.
-  return { kind: 'failed', id: row.id, error: `${reason}; the source is kept and the destination copy left for inspection`, terminal: true };
+  return { kind: 'failed', id: row.id, error: `${reason}; the source is kept and the destination copy left for inspection${hint ? `; ${hint}` : ''}`, terminal: true };
 }
 
 function encryptionMismatch(wanted: CopyEncryption, got: EncryptionHeaders): { ok: false; reason: string } {
@@ -212,7 +300,8 @@ async function resolveExisting(ctx: WorkerS3, row: LedgerRow, existing: HeadObje
     source ? { fresh: factsOf(source) } : { planned: { size: row.src_size, etag: row.src_etag } },
     factsOf(existing),
   );
-  if (verdict.same) return { kind: 'copied', id: row.id, etag: existing.ETag ?? null };
+  // Ours to delete on revert only if its provenance names this source (see migration 0010-copy-made).
+  if (verdict.same) return { kind: 'copied', id: row.id, etag: existing.ETag ?? null, made: namesSource(readProvenance(existing.Metadata), sourceRef) };
   const gone = source ? '' : 'source is gone and ';
   return {
     kind: 'conflict',

@@ -12,14 +12,23 @@ export type ListedDestination =
   /** Outside what was listed: HEAD it. */
   | 'unknown';
 
+/** What a listing shows of one object. */
+export interface ListedObject {
+  size: number | null;
+  etag: string | null;
+  storageClass: string | null;
+}
+
 /** The existence of a batch's destination keys, from one listing. */
 export interface DestinationListing {
   lookup(key: string): ListedDestination;
+  /** What the listing showed of a key found `present`. */
+  facts(key: string): ListedObject | undefined;
   /** Listing requests made. */
   pages: number;
 }
 
-const UNKNOWN: DestinationListing = { lookup: () => 'unknown', pages: 0 };
+const UNKNOWN: DestinationListing = { lookup: () => 'unknown', facts: () => undefined, pages: 0 };
 
 /** S3 lists keys in the byte order of their UTF-8 encoding. */
 const compareKeys = (a: string, b: string) => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
@@ -51,14 +60,29 @@ function commonPrefix(a: string, b: string): string {
  * `--dest-check head` (same object: copied; different: conflict).
  */
 export async function listDestinations(ctx: WorkerS3, rows: LedgerRow[], maxPages = 2 + Math.ceil(rows.length / 1000)): Promise<DestinationListing> {
-  if (rows.length === 0) return UNKNOWN;
-  const keys = rows.map((r) => r.dst_key).sort(compareKeys);
+  return listKeyRange(ctx, ctx.config.migrate.target.bucket, rows.map((r) => r.dst_key), maxPages);
+}
+
+/**
+ * `--copy-mode clone` without `plan --list`: the size, ETag and storage
+ * class of a batch's sources, from one listing of the batch's source key
+ * range (1/`--batch-size` requests per key) instead of a HEAD per key.
+ * Same range rules as {@link listDestinations}; a key outside what was
+ * listed has no facts and is copied as in `--copy-mode replace`.
+ */
+export async function listSources(ctx: WorkerS3, rows: LedgerRow[], maxPages = 2 + Math.ceil(rows.length / 1000)): Promise<DestinationListing> {
+  return listKeyRange(ctx, ctx.config.migrate.source.bucket, rows.map((r) => r.src_key), maxPages);
+}
+
+async function listKeyRange(ctx: WorkerS3, bucket: string, unsorted: string[], maxPages: number): Promise<DestinationListing> {
+  if (unsorted.length === 0) return UNKNOWN;
+  const keys = unsorted.sort(compareKeys);
   const first = keys[0]!;
   const last = keys[keys.length - 1]!;
   const prefix = commonPrefix(first, last);
   // A proper prefix of `first` sorts before it: the listing starts at or before `first`.
   const startAfter = first.slice(0, Math.max(0, first.length - 1 - (/[\uDC00-\uDFFF]$/.test(first) ? 1 : 0)));
-  const present = new Set<string>();
+  const present = new Map<string, ListedObject>();
   let coveredTo: string | undefined;
   let pages = 0;
   let token: string | undefined;
@@ -68,15 +92,16 @@ export async function listDestinations(ctx: WorkerS3, rows: LedgerRow[], maxPage
       const page = await sendWithRetry(ctx.limiter, ctx.stats, () =>
         ctx.s3.send(
           new ListObjectsV2Command({
-            Bucket: ctx.config.migrate.target.bucket,
+            Bucket: bucket,
             Prefix: prefix,
             ...(token ? { ContinuationToken: token } : { StartAfter: startAfter || undefined }),
             MaxKeys: 1000,
           }),
         ),
       );
-      const listed = (page.Contents ?? []).flatMap((o) => (o.Key === undefined ? [] : [o.Key]));
-      for (const key of listed) present.add(key);
+      const contents = (page.Contents ?? []).filter((o) => o.Key !== undefined);
+      for (const o of contents) present.set(o.Key!, { size: o.Size ?? null, etag: o.ETag ?? null, storageClass: o.StorageClass ?? null });
+      const listed = contents.map((o) => o.Key!);
       const lastListed = listed[listed.length - 1];
       if (!page.IsTruncated || !page.NextContinuationToken) {
         coveredTo = undefined; // the whole range
@@ -93,6 +118,7 @@ export async function listDestinations(ctx: WorkerS3, rows: LedgerRow[], maxPage
   const complete = coveredTo === undefined;
   return {
     pages,
+    facts: (key: string) => present.get(key),
     lookup(key: string): ListedDestination {
       if (present.has(key)) return 'present';
       if (complete || compareKeys(key, coveredTo!) <= 0) return 'absent';

@@ -95,16 +95,19 @@ export interface DryRunTotals {
 
 /** Counts the remaining work from the ledger and turns it into S3 requests, dollars and time. */
 export async function dryRunTotals(db: Kysely<any>, config: ExecuteConfig): Promise<DryRunTotals> {
-  const rows = (await sql<{ state: string; keys: number; bytes: number | null; sized: number; need_head: number; multipart: number; parts: number }>`
+  // As asked: a KMS-default source bucket turns clone into replace at the start of the run (src/copy/copy-mode.ts).
+  const cloning = config.copyMode === 'clone' && !config.overwrite && !config.sseKmsKeyId;
+  const rows = (await sql<{ state: string; keys: number; bytes: number | null; sized: number; need_head: number; unlisted: number; multipart: number; parts: number }>`
     select state, count(*)::int as keys, sum(src_size)::float8 as bytes, count(src_size)::int as sized,
-           count(*) filter (where src_size is null or (src_storage_class is null and ${config.storageClass ?? null}::text is null))::int as need_head,
+           count(*) filter (where not ${cloning} or src_etag like '%-%' or src_size > ${config.multipartThreshold})::int as need_head,
+           count(*) filter (where src_etag is null)::int as unlisted,
            count(*) filter (where src_size > ${config.multipartThreshold})::int as multipart,
            coalesce(sum(ceil(src_size::numeric / ${config.partSize})) filter (where src_size > ${config.multipartThreshold}), 0)::float8 as parts
     from ${sql.id(config.migrate.ledgerSchema, 'migration_ledger')}
     where state in ('pending', 'copied', 'db_updated')
     group by state
   `.execute(db)).rows;
-  const by = (state: string) => rows.find((r) => r.state === state) ?? { keys: 0, bytes: 0, sized: 0, need_head: 0, multipart: 0, parts: 0 };
+  const by = (state: string) => rows.find((r) => r.state === state) ?? { keys: 0, bytes: 0, sized: 0, need_head: 0, unlisted: 0, multipart: 0, parts: 0 };
   const pending = by('pending');
   const keysTotal = rows.reduce((n, r) => n + r.keys, 0);
   const batches = (n: number) => Math.ceil(n / Math.max(1, Math.min(config.batchSize, 1000)));
@@ -113,9 +116,10 @@ export async function dryRunTotals(db: Kysely<any>, config: ExecuteConfig): Prom
     UploadPartCopy: pending.parts,
     CreateMultipartUpload: pending.multipart,
     CompleteMultipartUpload: pending.multipart,
-    // Sources without a recorded size or class are HEADed first; multipart copies are HEADed after.
+    // A source is HEADed unless it is cloned (--copy-mode clone, single-part); multipart copies are HEADed after too.
     HeadObject: pending.need_head + pending.multipart + (config.destCheck === 'head' ? pending.keys : 0),
-    ListObjectsV2: config.destCheck === 'list' ? batches(pending.keys) : 0,
+    // A destination listing per batch (--dest-check list), and a source listing per batch of keys the plan did not list (clone).
+    ListObjectsV2: (config.destCheck === 'list' ? batches(pending.keys) : 0) + (cloning ? batches(pending.unlisted) : 0),
     DeleteObjects: batches(keysTotal),
   };
   const requestsTotal = Object.values(requests).reduce((a, b) => a + b, 0);

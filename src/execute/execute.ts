@@ -14,6 +14,7 @@ import { finishSuperseded, requeueFailed } from '../ledger/state-machine.js';
 import { addLogFields } from '../util/json-log.js';
 import { checkConditionalWrites, conditionalNote } from './check-conditional.js';
 import type { ConditionalSupport } from '../copy/probe-conditional.js';
+import { chooseCopyMode, type CopyModeChoice } from '../copy/copy-mode.js';
 import { startMetrics } from '../telemetry/metrics.js';
 import { printRefusedDeletes } from './refused-deletes.js';
 import { createS3Client } from '../s3/client.js';
@@ -53,7 +54,9 @@ const WORKER = new URL('../../workers/migrate-worker.js', import.meta.url);
  * code: 0 when every key is settled well, 1 when any is failed, archived or in
  * conflict (or a fatal error stopped the run), 130/143 when interrupted.
  */
-export async function execute(config: ExecuteConfig, options: ExecuteRunOptions): Promise<number> {
+export async function execute(asked: ExecuteConfig, options: ExecuteRunOptions): Promise<number> {
+  // `copyMode` is decided below, once, from what the source bucket allows.
+  let config = asked;
   const url = config.migrate.databaseUrl!;
   const schema = config.migrate.ledgerSchema;
   const db = createDatabase({ url, max: 2 });
@@ -85,6 +88,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     const s3 = createS3Client(config.migrate.s3, { maxSockets: 8 });
     instrumentS3Client(s3);
     let conditional: ConditionalSupport | undefined;
+    let copyMode: CopyModeChoice = { mode: 'replace' };
     try {
       await checkLocation(s3, config.migrate.source, 'SOURCE_BUCKET');
       await checkLocation(s3, config.migrate.target, 'TARGET_BUCKET');
@@ -94,6 +98,8 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
         return 0;
       }
       conditional = await checkConditionalWrites(s3, config);
+      copyMode = config.stage === 'delete-only' ? { mode: 'replace' } : await chooseCopyMode(s3, config);
+      config = { ...config, copyMode: copyMode.mode };
     } finally {
       s3.destroy();
     }
@@ -118,6 +124,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     // After every check that can refuse the run: a usage error stays one line.
     out.info(config.stage === 'keep-source' ? `${describeGuard(guard, config.migrate)}; --keep-source deletes nothing` : describeGuard(guard, config.migrate));
     if (conditional) out.info(conditionalNote(conditional));
+    if (copyMode.note) out.info(copyMode.note);
     const pool = new Piscina<WorkerTask, WorkerResult>({
       filename: WORKER.href,
       minThreads: config.threads,
@@ -178,7 +185,7 @@ export async function execute(config: ExecuteConfig, options: ExecuteRunOptions)
     };
     out.info(
       `execute: ${moved} ${work.noun} in ${formatDuration(seconds)} (${formatRate(summary.keysPerSecond)}/s); ` +
-        `${summary.requests} S3 requests, ${summary.retries} retried, ${summary.throttles} throttled`,
+        `${summary.requests} S3 requests${moved > 0 ? ` (${(summary.requests / moved).toFixed(2)} per key)` : ''}, ${summary.retries} retried, ${summary.throttles} throttled`,
       { summary: true, stage: summary.stage, done: moved, seconds: summary.seconds, rate: summary.keysPerSecond, bytes_copied: summary.bytesCopied, requests: summary.requests, retries: summary.retries, throttles: summary.throttles },
     );
     if (summary.requeued > 0) {
@@ -221,6 +228,7 @@ function executeSettings(config: ExecuteConfig): Record<string, unknown> {
     multipartThreshold: config.multipartThreshold,
     overwrite: config.overwrite,
     destCheck: config.destCheck,
+    copyMode: config.copyMode,
     maxRps: config.maxRps,
     limit: config.limit,
     stage: config.stage ?? 'full',

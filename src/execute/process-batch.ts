@@ -75,7 +75,7 @@ export async function processBatch(ctx: BatchContext, rows: LedgerRow[], claimed
     const outcomes = await copyObjects(ctx.s3, pending, lease);
     await withDbRetry(() => releaseLeases(ledger, lease.release(outcomes.flatMap((o) => (o.kind === 'unfenced' ? [o.id] : [])))));
     const fatal = outcomes.find((o) => o.kind === 'fatal');
-    const copied = outcomes.flatMap((o) => (o.kind === 'copied' ? [{ id: o.id, dstEtag: o.etag }] : []));
+    const copied = outcomes.flatMap((o) => (o.kind === 'copied' ? [{ id: o.id, dstEtag: o.etag, made: o.made, srcEtag: o.srcEtag ?? null }] : []));
     const copiedIds = await withDbRetry(() => markCopied(ledger, copied));
     bump(counters, 'copied', copiedIds.length);
     for (const state of ['conflict', 'missing', 'archived'] as const) {

@@ -319,13 +319,31 @@ export async function renewBatchLeases(ctx: LedgerContext, ids: number[], leaseS
   return result.rows[0] ?? { renewed: 0, lost: 0 };
 }
 
-/** pending → copied: the destination holds the object. */
-export async function markCopied(ctx: LedgerContext, copies: Array<{ id: number; dstEtag: string | null }>): Promise<number[]> {
+/** What the copy step learnt about one key it records as `copied`. */
+export interface CopiedKey {
+  id: number;
+  /** The destination's ETag. */
+  dstEtag: string | null;
+  /** Whether the destination is this migration's copy (migration 0010-copy-made); unknown when left out. */
+  made?: boolean;
+  /** The source's ETag as the batch's listing showed it: kept when `plan --list` recorded none. */
+  srcEtag?: string | null;
+}
+
+/**
+ * pending → copied: the destination holds the object. Records whether this
+ * migration made it (`copy_made`, read by revert) and, when the plan did not
+ * list, the source ETag the copy was pinned to (read by revert's judgement
+ * of an original it finds).
+ */
+export async function markCopied(ctx: LedgerContext, copies: CopiedKey[]): Promise<number[]> {
   if (copies.length === 0) return [];
   const result = await sql<{ id: number }>`
     update ${ledger(ctx)} as l
-    set state = 'copied', dst_etag = v.etag, copied_at = now(), updated_at = now()
-    from ${perKey(copies.map((c) => c.id), copies.map((c) => c.dstEtag), 'etag')}
+    set state = 'copied', dst_etag = v.etag, copy_made = v.made, src_etag = coalesce(l.src_etag, v.src_etag),
+        copied_at = now(), updated_at = now()
+    from unnest(${copies.map((c) => c.id)}::bigint[], ${copies.map((c) => c.dstEtag)}::text[], ${copies.map((c) => c.made ?? null)}::boolean[],
+                ${copies.map((c) => c.srcEtag ?? null)}::text[]) as v(id, etag, made, src_etag)
     where l.id = v.id and ${heldBy(ctx)} and l.state = 'pending'
     returning l.id
   `.execute(ctx.db);
@@ -988,6 +1006,8 @@ export interface RevertRow {
   src_etag: string | null;
   src_storage_class: string | null;
   dst_etag: string | null;
+  /** Whether this migration made the target (migration 0010-copy-made); null: recorded before it. */
+  copy_made: boolean | null;
 }
 
 /** Rows revert may take: moved (or part-way back), and not given up on. */
@@ -1027,7 +1047,7 @@ export async function claimRevert(
       limit ${limit}
       for update skip locked
     )`;
-  const returning = sql`l.id, l.src_key, l.dst_key, l.state, l.src_size, l.src_etag, l.src_storage_class, l.dst_etag`;
+  const returning = sql`l.id, l.src_key, l.dst_key, l.state, l.src_size, l.src_etag, l.src_storage_class, l.dst_etag, l.copy_made`;
   return (await leaseClaimable<RevertRow>(ctx, claimable, leaseSeconds, returning)).rows;
 }
 

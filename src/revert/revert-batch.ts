@@ -40,7 +40,7 @@ export interface RevertTally {
 
 /** The note a key reverted with its target kept carries (`last_error`). */
 export const TARGET_NOT_OURS =
-  'target kept: it carries no provenance naming this source, so it was there before the copy (execute found the same object and copied nothing), and rows the tool never saw may name it';
+  'target kept: this migration did not make it (execute found the same object there and copied nothing: the ledger\'s copy_made is false, or the target carries no provenance naming this source), and rows the tool never saw may name it';
 
 /** A revert worker's view: the ledger, the S3 side of `execute` with source and target swapped, and its budget. */
 export interface RevertContext {
@@ -130,9 +130,10 @@ export async function revertBatch(ctx: RevertContext, rows: RevertRow[], tally: 
 
 /**
  * Splits the keys whose targets are about to be deleted into those this
- * migration made (the target carries provenance naming the key's source,
- * src/copy/provenance.ts, or is already gone) and those it did not. One
- * HEAD per key.
+ * migration made and those it did not. The ledger says so (`copy_made`,
+ * migration 0010-copy-made), with no request; a key recorded before that
+ * migration takes one HEAD: the target is ours when it carries provenance
+ * naming the key's source (src/copy/provenance.ts), or is already gone.
  */
 async function targetsMadeHere(
   ctx: RevertContext,
@@ -144,6 +145,10 @@ async function targetsMadeHere(
   const result: { own: number[]; kept: number[]; failed: Array<{ id: number; error: string }>; fatal?: string } = { own: [], kept: [], failed: [] };
   await Promise.all(
     rows.map(async (row) => {
+      if (row.copy_made != null) {
+        (row.copy_made ? result.own : result.kept).push(row.id);
+        return;
+      }
       try {
         const head = await headIfExists(ctx.back, targetBucket, row.dst_key);
         if (!head || namesSource(readProvenance(head.Metadata), { bucket: sourceBucket, key: row.src_key })) result.own.push(row.id);

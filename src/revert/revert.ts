@@ -210,7 +210,7 @@ export async function revert(config: RevertConfig): Promise<number> {
       );
       if (tally.rowsMovedBackLate > 0) out.info(`${tally.rowsMovedBackLate} rows written with a target path after cutover were moved back before their target was deleted`);
       if (tally.repaired > 0) out.info(`${tally.repaired} rows written between the reference check and the delete were moved back after it (the index guard's window)`);
-      if (tally.targetsKept > 0) out.info(`${tally.targetsKept} targets were kept: they carry no provenance naming their source, so they were there before the migration copied anything (see report: reverted keys with a note)`);
+      if (tally.targetsKept > 0) out.info(`${tally.targetsKept} targets were kept: this migration did not make them (they were there before it copied anything) (see report: reverted keys with a note)`);
       out.info(`ledger: ${Object.entries(states).map(([s, n]) => `${s} ${n}`).join(', ') || 'empty'}`);
       const given = await listRevertFailed({ db, schema });
       if (given.total > 0) {

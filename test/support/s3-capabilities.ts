@@ -8,6 +8,7 @@
 import {
   CompleteMultipartUploadCommand,
   CopyObjectCommand,
+  GetBucketEncryptionCommand,
   CreateMultipartUploadCommand,
   GetObjectTaggingCommand,
   HeadObjectCommand,
@@ -65,6 +66,13 @@ export interface S3Capabilities {
   copyTaggingReplace: KeptOutcome;
   /** A listing's ETag for a multipart object: whether it says so (`-<parts>`). */
   multipartListEtag: MultipartEtagOutcome;
+  /**
+   * GetBucketEncryption of a bucket with no default encryption set: what
+   * `execute` reads once to decide whether sources may be cloned
+   * (src/copy/copy-mode.ts): `absent` (404), `unsupported` (501), `empty`,
+   * `rules_<algorithms>`, or `error<status>_<code>`.
+   */
+  bucketEncryptionUnset: string;
 }
 
 /** The capabilities in a fixed order, for the README table and the test's output. */
@@ -80,6 +88,7 @@ export const CAPABILITY_NAMES: ReadonlyArray<keyof S3Capabilities> = [
   'copyEtag',
   'copyTaggingReplace',
   'multipartListEtag',
+  'bucketEncryptionUnset',
 ];
 
 /** Runs every probe in `bucket` under `prefix` (the keys are left behind for the caller's cleanup). */
@@ -96,6 +105,7 @@ export async function measureCapabilities(client: S3Client, bucket: string, pref
     copyEtag: await probeCopyEtag(client, bucket, `${prefix}copy-etag`),
     copyTaggingReplace: await probeCopyTaggingReplace(client, bucket, `${prefix}copy-tagging-replace`),
     multipartListEtag: await probeMultipartListEtag(client, bucket, `${prefix}mp-list-etag`),
+    bucketEncryptionUnset: await probeBucketEncryption(client, bucket),
   };
 }
 
@@ -268,4 +278,19 @@ async function probeMultipartListEtag(client: S3Client, bucket: string, key: str
   const listed = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: key }));
   const etag = listed.Contents?.find((o) => o.Key === key)?.ETag ?? '';
   return /-1"?$/.test(etag) ? 'suffixed' : 'plain';
+}
+
+async function probeBucketEncryption(client: S3Client, bucket: string): Promise<string> {
+  try {
+    const answer = await client.send(new GetBucketEncryptionCommand({ Bucket: bucket }));
+    const rules = (answer.ServerSideEncryptionConfiguration?.Rules ?? []).map((r) => r.ApplyServerSideEncryptionByDefault?.SSEAlgorithm ?? '?');
+    return rules.length === 0 ? 'empty' : `rules_${rules.join('_').replace(/\W/g, '')}`;
+  } catch (error) {
+    const e = error as { name?: string; Code?: string; $metadata?: { httpStatusCode?: number } };
+    const status = e.$metadata?.httpStatusCode;
+    // One word for the README table: what src/copy/copy-mode.ts makes of it.
+    if (status === 404) return 'absent';
+    if (status === 501) return 'unsupported';
+    return `error${status ?? ''}_${e.Code ?? e.name ?? 'Error'}`;
+  }
 }
